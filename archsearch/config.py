@@ -45,7 +45,8 @@ __all__ = [
 
 #: Token mixers. ``attn``: global multi-head self-attention; ``sra``: PVTv2 spatial-reduction
 #: attention; ``rasa``: LVT's recursive atrous self-attention; ``csa``: LVT's convolutional
-#: self-attention; ``conv``: depthwise-separable conv mixer; ``acmix``: ACmix; ``lookup``: LookupViT.
+#: self-attention; ``conv``: depthwise-separable conv mixer; ``acmix``: ACmix;
+#: ``lookup``: LookupViT.
 MIXERS = ("attn", "sra", "rasa", "csa", "conv", "acmix", "lookup")
 HIERARCHICAL_MIXERS = ("attn", "sra", "rasa", "csa", "conv", "acmix")
 COLUMNAR_MIXERS = ("attn", "lookup")

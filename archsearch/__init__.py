@@ -1,0 +1,24 @@
+"""archsearch: block-level architecture search for lightweight vision transformers.
+
+Importing the package registers the reference designs and ``archsearch_net`` in timm.
+"""
+
+from .config import ArchConfig, CBConfig, StageConfig, TokenizerConfig, load_config
+from .errors import ArchsearchError
+from .models import build_model, create_reference, reference_config, reference_names
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArchConfig",
+    "ArchsearchError",
+    "CBConfig",
+    "StageConfig",
+    "TokenizerConfig",
+    "build_model",
+    "create_reference",
+    "load_config",
+    "reference_config",
+    "reference_names",
+    "__version__",
+]

@@ -1,0 +1,106 @@
+"""Pieces shared by both macro types: the mixer factory, weight init, grid arithmetic, heads."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import StageConfig, TokenizerConfig
+from ..layers import (
+    ACMix,
+    Attention,
+    ConvMixer,
+    ConvSelfAttention,
+    ConvStem,
+    OverlapPatchEmbed,
+    PatchEmbed,
+    SpatialReductionAttention,
+    T2TTokenizer,
+)
+from ..layers.t2t import T2T_SPLITS
+
+__all__ = ["make_mixer", "make_tokenizer", "token_grid", "init_weights", "DualHead"]
+
+
+def make_mixer(stage: StageConfig) -> nn.Module:
+    """Token mixer for one block of ``stage`` (``lookup`` is a whole block, not a mixer)."""
+    d, h = stage.dim, stage.heads
+    if stage.mixer == "attn":
+        return Attention(d, h, qkv_bias=stage.qkv_bias)
+    if stage.mixer in ("sra", "rasa"):
+        return SpatialReductionAttention(
+            d,
+            h,
+            sr_ratio=stage.sr_ratio,
+            atrous=stage.mixer == "rasa",
+            recursion=stage.recursion,
+            qkv_bias=stage.qkv_bias,
+        )
+    if stage.mixer == "csa":
+        return ConvSelfAttention(d, h, kernel_size=stage.kernel_size)
+    if stage.mixer == "conv":
+        return ConvMixer(d, kernel_size=stage.kernel_size)
+    if stage.mixer == "acmix":
+        return ACMix(d, h, sr_ratio=stage.sr_ratio, qkv_bias=stage.qkv_bias)
+    raise ValueError(f"mixer: expected one of attn, sra, rasa, csa, conv, acmix; got {stage.mixer}")
+
+
+def make_tokenizer(tok: TokenizerConfig, in_chans: int, dim: int) -> nn.Module:
+    if tok.kind == "patch":
+        return PatchEmbed(in_chans, dim, patch_size=tok.patch_size)
+    if tok.kind == "overlap_patch":
+        return OverlapPatchEmbed(in_chans, dim, stride=tok.patch_size)
+    if tok.kind == "conv_stem":
+        return ConvStem(in_chans, dim, stride=tok.patch_size)
+    kind = "performer" if tok.kind == "t2t_performer" else "transformer"
+    return T2TTokenizer(in_chans, dim, kind=kind, t2t_dim=tok.t2t_dim)
+
+
+def _conv_out(n: int, k: int, s: int, p: int) -> int:
+    return (n + 2 * p - k) // s + 1
+
+
+def token_grid(tok: TokenizerConfig, img_size: int) -> int:
+    """Side of the token grid a tokenizer produces from a square ``img_size`` image."""
+    n = img_size
+    if tok.kind == "patch":
+        return n // tok.patch_size
+    if tok.kind == "overlap_patch":
+        k = 2 * tok.patch_size - 1
+        return _conv_out(n, k, tok.patch_size, k // 2)
+    if tok.kind == "conv_stem":
+        for _ in range(max(1, tok.patch_size.bit_length() - 1)):
+            n = _conv_out(n, 3, 2, 1)
+        return n
+    for k, s, p in T2T_SPLITS:
+        n = _conv_out(n, k, s, p)
+    return n
+
+
+@torch.no_grad()
+def init_weights(module: nn.Module) -> None:
+    """timm-style init: truncated normal (std 0.02) for Linear weights, zero biases."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+class DualHead(nn.Module):
+    """LookupViT's two classifiers (lookup and compressed features), averaged at inference.
+
+    Input is the concatenation ``[pooled lookup, pooled compressed]`` (``2 * dim``). With
+    ``num_classes = 0`` both heads are identities and the pooled features pass through.
+    """
+
+    def __init__(self, dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.num_classes = num_classes
+        self.lookup = nn.Linear(dim, num_classes) if num_classes else nn.Identity()
+        self.compressed = nn.Linear(dim, num_classes) if num_classes else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.num_classes:
+            return x
+        return 0.5 * (self.lookup(x[:, : self.dim]) + self.compressed(x[:, self.dim :]))
