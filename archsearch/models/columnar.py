@@ -114,8 +114,8 @@ class ColumnarNet(nn.Module):
     # ---------------------------------------------------------------- timm interface
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
-        skip = {"pos_embed", "cls_token"}
-        return skip | {n for n, _ in self.named_parameters() if n.endswith(".lam")}
+        names = {n for n, _ in self.named_parameters()}
+        return {n for n in names if n in ("pos_embed", "cls_token") or n.endswith(".lam")}
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:

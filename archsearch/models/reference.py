@@ -34,7 +34,7 @@ from torch import nn
 
 from ..config import ArchConfig, CBConfig, StageConfig, TokenizerConfig
 from ..errors import ConfigError
-from .builder import build_model
+from .builder import build_model, check_input_size
 from .columnar import ColumnarNet
 from .hierarchical import HierarchicalNet
 
@@ -197,17 +197,14 @@ default_cfgs = generate_default_cfgs(
 
 def _create(variant: str, config: ArchConfig, pretrained: bool, **kwargs: Any) -> nn.Module:
     cls = HierarchicalNet if config.macro == "hierarchical" else ColumnarNet
-    feature_cfg = {"out_indices": (0, 1, 2, 3)} if config.macro == "hierarchical" else None
     img_size = kwargs.pop("img_size", 224)
-    in_chans = kwargs.get("in_chans", 3)
-    from .builder import check_input_size
-
     check_input_size(config, img_size)
-    if config.macro == "columnar":
+    feature_cfg = None
+    if config.macro == "hierarchical":
+        out = tuple(range(len(config.stages)))
+        feature_cfg = {"out_indices": out, "flatten_sequential": True}
+    else:
         kwargs["img_size"] = img_size
-    if feature_cfg is not None:
-        feature_cfg["out_indices"] = tuple(range(len(config.stages)))
-    del in_chans
     return build_model_with_cfg(
         cls, variant, pretrained, config=config, feature_cfg=feature_cfg, **kwargs
     )
