@@ -47,12 +47,11 @@ class SpatialReductionAttention(nn.Module):
         self.q = nn.Linear(dim, dim, bias=qkv_bias)
         self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
+        self.sr: nn.Conv2d | None = None
+        self.sr_norm: nn.LayerNorm | None = None
         if sr_ratio > 1:
             self.sr = nn.Conv2d(dim, dim, sr_ratio, stride=sr_ratio)
             self.sr_norm = nn.LayerNorm(dim)
-        else:
-            self.sr = None
-            self.sr_norm = None
         # One shared depthwise kernel for all dilations (ASA); None for plain SRA.
         self.atrous = nn.Parameter(torch.empty(dim, 1, 3, 3)) if atrous else None
         if self.atrous is not None:
@@ -64,12 +63,12 @@ class SpatialReductionAttention(nn.Module):
         q = self.q(x)
         if self.atrous is not None:
             qm = q.transpose(1, 2).reshape(b, c, h, w)
-            qm = sum(
+            branches = [
                 F.silu(F.conv2d(qm, self.atrous, padding=d, dilation=d, groups=c))
                 for d in ATROUS_DILATIONS
-            )
-            q = qm.flatten(2).transpose(1, 2)
-        if self.sr is not None:
+            ]
+            q = torch.stack(branches).sum(0).flatten(2).transpose(1, 2)
+        if self.sr is not None and self.sr_norm is not None:
             xm = x.transpose(1, 2).reshape(b, c, h, w)
             x = self.sr_norm(self.sr(xm).flatten(2).transpose(1, 2))
         k, v = self.kv(x).chunk(2, dim=-1)

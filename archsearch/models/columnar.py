@@ -37,7 +37,7 @@ class ColumnarNet(nn.Module):
         drop_rate: float = 0.0,
         drop_path_rate: float | None = None,
         global_pool: str | None = None,
-        **_: Any,
+        **_kwargs: Any,
     ) -> None:
         super().__init__()
         s = config.stages[0]
@@ -52,6 +52,7 @@ class ColumnarNet(nn.Module):
         self.num_prefix_tokens = 1 if config.class_token else 0
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if config.class_token else None
         n_pos = self.num_prefix_tokens + side * side
+        self.pos_embed: nn.Parameter | None
         if config.pos_embed == "sincos":
             self.pos_embed = nn.Parameter(sincos_1d(n_pos, dim), requires_grad=False)
         elif config.pos_embed == "learned":

@@ -7,6 +7,7 @@ returns an NCHW map; the head average-pools the last map and applies a Linear cl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -21,7 +22,7 @@ __all__ = ["HierarchicalNet"]
 
 
 class Stage(nn.Module):
-    def __init__(self, embed: nn.Module, blocks: list[nn.Module], dim: int) -> None:
+    def __init__(self, embed: nn.Module, blocks: Sequence[nn.Module], dim: int) -> None:
         super().__init__()
         self.embed = embed
         self.blocks = nn.ModuleList(blocks)
@@ -51,7 +52,7 @@ class HierarchicalNet(nn.Module):
         drop_rate: float = 0.0,
         drop_path_rate: float | None = None,
         global_pool: str = "avg",
-        **_: Any,
+        **_kwargs: Any,
     ) -> None:
         super().__init__()
         self.config = config
@@ -100,6 +101,7 @@ class HierarchicalNet(nn.Module):
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         for stage in self.stages:
+            assert isinstance(stage, Stage)
             stage.grad_checkpointing = enable
 
     @torch.jit.ignore

@@ -175,6 +175,8 @@ class Evaluator:
         if self.data is None:
             raise TrainingError("no dataset: expected proxy data for training, got none")
         data = self.data
+        seed = trial_seed(self.seed, archid)
+        torch.manual_seed(seed)  # weight init: a candidate trains identically on a re-run
         model = build_model(
             config,
             num_classes=data.num_classes,
@@ -188,8 +190,6 @@ class Evaluator:
             if hooks is not None:
                 hooks.report(epoch, acc)
 
-        seed = trial_seed(self.seed, archid)
-        torch.manual_seed(seed)  # weight init, so a candidate trains identically on a re-run
         try:
             result = train_proxy(
                 model, data, self.schedule, device=self.device, seed=seed, on_epoch=on_epoch

@@ -37,7 +37,7 @@ def trials_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
                 choices.append(k)
     df = pd.DataFrame(rows, columns=HEAD_COLUMNS + choices + TAIL_COLUMNS)
     # weights of trials that left the Pareto front are deleted: show only files that exist
-    df["weights"] = [w if w and Path(w).is_file() else None for w in df["weights"]]
+    df["weights"] = [w if isinstance(w, str) and Path(w).is_file() else None for w in df["weights"]]
     for col in ("params", "macs", "epochs", "total_params", "reused_from"):
         df[col] = df[col].astype("Int64")
     return df

@@ -452,6 +452,8 @@ def execute(plan: Plan, progress: Progress | None = None, *, worker: bool = Fals
     finally:
         for p in procs:
             p.join()
+            if p.exitcode:
+                log.warning("worker process %s exited with code %s", p.pid, p.exitcode)
     front = _front(plan, study)
     if not worker:
         write_trials_csv(study, plan.run_dir / "trials.csv")

@@ -17,7 +17,7 @@ Conditional choices (a choice is only asked for when it matters):
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -242,7 +242,7 @@ def _check_leaf(path: Path, key: str, value: Any, typ: type, allowed: tuple | No
 
 
 def _check_section(
-    path: Path, where: str, data: Any, keys: dict[str, type], enums: dict[str, tuple]
+    path: Path, where: str, data: Any, keys: Mapping[str, type], enums: Mapping[str, tuple]
 ) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise _err(path, where, f"expected a mapping, got {data!r}")

@@ -89,7 +89,7 @@ def open_study(
     return optuna.create_study(
         study_name=STUDY_NAME,
         storage=_storage(run_dir),
-        directions=list(directions),
+        directions=[optuna.study.StudyDirection[d.upper()] for d in directions],
         sampler=sampler,
         pruner=pruner,
         load_if_exists=True,

@@ -1,0 +1,97 @@
+"""How fast can candidates be costed before training?
+
+Prints, for this machine:
+
+* the median time of ``count_params_from_config`` per candidate (meta device; target < 50 ms);
+* the median time of a full MAC ``count`` of a ~3.5M-parameter candidate at 224 (target < 1 s).
+
+The candidate is the LVT reference design (``archsearch.models.reference_config("lvt")``); if the
+model zoo cannot be imported, timm's ``pvt_v2_b0`` (3.7M parameters) stands in.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from archsearch.cost import count, count_params_from_config
+
+PARAM_REPEATS = 30
+MAC_REPEATS = 5
+PARAM_TARGET_MS = 50.0
+MAC_TARGET_S = 1.0
+
+
+class _TimmBuilder:
+    """The ``build(num_classes=..., in_chans=...)`` protocol for a timm model name."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def build(self, *, num_classes: int, in_chans: int) -> nn.Module:
+        import timm
+
+        return timm.create_model(
+            self.name, pretrained=False, num_classes=num_classes, in_chans=in_chans
+        )
+
+
+def _candidate() -> tuple[str, Any]:
+    try:
+        from archsearch.models import reference_config
+
+        return "lvt (archsearch reference design)", reference_config("lvt")
+    except Exception as exc:  # the model zoo may be mid-edit; measure something anyway
+        print(f"note: archsearch.models unavailable ({type(exc).__name__}: {exc}); using pvt_v2_b0")
+        return "timm pvt_v2_b0 (stand-in)", _TimmBuilder("pvt_v2_b0")
+
+
+def _median_time(fn: Callable[[], object], repeats: int) -> tuple[float, list[float]]:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), times
+
+
+def main() -> None:
+    torch.manual_seed(0)
+    label, candidate = _candidate()
+    print(f"candidate: {label}; torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+
+    count_params_from_config(candidate)  # warm-up: imports, first-call overheads
+    params, backbone = count_params_from_config(candidate)
+    med, times = _median_time(lambda: count_params_from_config(candidate), PARAM_REPEATS)
+    verdict = "ok" if med * 1e3 < PARAM_TARGET_MS else "OVER TARGET"
+    print(
+        f"count_params_from_config: median {med * 1e3:.1f} ms over {PARAM_REPEATS} runs "
+        f"(min {min(times) * 1e3:.1f}, max {max(times) * 1e3:.1f}); target < {PARAM_TARGET_MS:.0f}"
+        f" ms: {verdict}  [{params / 1e6:.3f}M params, {backbone / 1e6:.3f}M backbone]"
+    )
+
+    if isinstance(candidate, _TimmBuilder):
+        model = candidate.build(num_classes=1000, in_chans=3)
+    else:
+        from archsearch.models import build_model
+
+        model = build_model(candidate, num_classes=1000, in_chans=3, img_size=224)
+    report = count(model, img_size=224)  # warm-up
+    med, times = _median_time(lambda: count(model, img_size=224), MAC_REPEATS)
+    verdict = "ok" if med < MAC_TARGET_S else "OVER TARGET"
+    print(
+        f"count (MACs at 224, model built): median {med:.3f} s over {MAC_REPEATS} runs "
+        f"(min {min(times):.3f}, max {max(times):.3f}); target < {MAC_TARGET_S:.0f} s: {verdict}  "
+        f"[{report.params / 1e6:.3f}M params, {report.gmacs:.3f} GMACs]"
+    )
+    med_build, _ = _median_time(lambda: count(candidate, img_size=224), MAC_REPEATS)
+    print(f"count (from config, build included): median {med_build:.3f} s over {MAC_REPEATS} runs")
+
+
+if __name__ == "__main__":
+    main()
