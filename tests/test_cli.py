@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+CLI = [sys.executable, "-m", "archsearch.cli"]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300)
+
+
+def test_models_json() -> None:
+    res = _run("models", "--format", "json")
+    assert res.returncode == 0, res.stderr
+    rows = {r["name"]: r for r in json.loads(res.stdout)}
+    keys = {"name", "params", "backbone_params", "macs", "published_params", "published_macs"}
+    assert all(keys <= set(r) for r in rows.values())
+    lvt = rows["lvt"]
+    assert lvt["published_params"] == 3_400_000 and lvt["published_scope"] == "backbone"
+    assert abs(lvt["backbone_params"] / 3.4e6 - 1) < 0.02
+    assert rows["t2t_vit_7"]["published_macs"] == 1_100_000_000
+
+
+@pytest.mark.parametrize(
+    "target, gmacs",
+    [
+        ("timm:deit_tiny_patch16_224", 1.26),
+        ("timm:pvt_v2_b0", 0.57),
+        ("timm:mobilenetv2_100", 0.31),
+    ],
+)
+def test_count_timm_models_json(target: str, gmacs: float) -> None:
+    res = _run("count", target, "--format", "json")
+    assert res.returncode == 0, res.stderr
+    d = json.loads(res.stdout)
+    assert {"params", "backbone_params", "macs", "by_module", "uncounted_ops"} <= set(d)
+    assert abs(d["macs"] / 1e9 / gmacs - 1) <= 0.02
+    assert d["uncounted_ops"] == []
+    assert sum(d["by_module"].values()) == d["macs"]
+
+
+def test_count_table_and_config_file(tmp_path) -> None:
+    from archsearch.models import reference_config
+
+    path = tmp_path / "lvt.yaml"
+    path.write_text(reference_config("lvt").to_yaml())
+    res = _run("count", str(path))
+    assert res.returncode == 0, res.stderr
+    assert "stages.0" in res.stdout and "uncounted operators: none" in res.stdout
+    assert "0.871" in res.stdout
+
+
+@pytest.mark.parametrize("target", ["nosuchmodel", "timm:nosuchmodel", "missing.yaml"])
+def test_count_unknown_target_is_one_line_error(target: str) -> None:
+    res = _run("count", target)
+    assert res.returncode != 0
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "archsearch: error:" in lines[0], res.stderr
