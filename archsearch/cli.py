@@ -292,13 +292,39 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _write_report(run_dir: Any, quiet: bool) -> None:
-    try:
-        from .report import write_report
-    except ImportError:  # the report module is optional in minimal installs
-        return
+    from .report import write_report
+
     paths = write_report(run_dir)
     if not quiet:
         _err(f"report: {paths['html']}")
+
+
+# ---------------------------------------------------------------------------- report, export
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    paths = write_report(args.run_dir)
+    for key, value in paths.items():
+        for p in value if isinstance(value, list) else [value]:
+            _out(f"{key}: {p}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export
+
+    written = export(
+        args.run_dir,
+        trial=args.trial,
+        top=args.top,
+        knee=args.knee,
+        out=args.out,
+        epochs=args.epochs,
+        device=args.device,
+    )
+    for path in written:
+        _out(str(path))
+    return 0
 
 
 # ---------------------------------------------------------------------------- parser
@@ -394,7 +420,50 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not train the reference designs that fit the budget",
     )
     r.add_argument("--compile", action="store_true", help="torch.compile candidates (GPU)")
+    g = r.add_argument_group("distributed search on Ray Tune (pip install 'archsearch[ray]')")
+    g.add_argument("--backend", choices=["local", "ray"], default="local")
+    g.add_argument(
+        "--ray-address", help="auto, or HOST:PORT of a running cluster (default: start Ray locally)"
+    )
+    g.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        help="GPUs per trial (default: 1 if the cluster has GPUs, else 0)",
+    )
+    g.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (default: 1)")
+    g.add_argument("--max-concurrent", type=int, help="trials running at once")
+    g.add_argument(
+        "--scheduler",
+        choices=["none", "asha"],
+        default="none",
+        help="asha: early-stop weak trials on proxy accuracy",
+    )
     r.set_defaults(func=cmd_run)
+
+    rep = sub.add_parser(
+        "report",
+        help="write pareto.csv, plots and report.html for a run",
+        description="Regenerate the report of a run from its stored study "
+        "(also while the run is still going).",
+    )
+    rep.add_argument("run_dir", metavar="RUN_DIR")
+    rep.set_defaults(func=cmd_report)
+
+    ex = sub.add_parser(
+        "export",
+        help="export winning architectures as timm models",
+        description="Write timm-style folders (config.json, model.safetensors) "
+        "loadable with timm.create_model('local-dir:DIR').",
+    )
+    ex.add_argument("run_dir", metavar="RUN_DIR")
+    which = ex.add_mutually_exclusive_group(required=True)
+    which.add_argument("--trial", type=int, help="export this trial")
+    which.add_argument("--top", type=int, metavar="K", help="the K most accurate front members")
+    which.add_argument("--knee", action="store_true", help="the knee of the Pareto front")
+    ex.add_argument("--out", required=True, help="output directory")
+    ex.add_argument("--epochs", type=int, help="retrain for E epochs instead of proxy weights")
+    ex.add_argument("--device", default="auto")
+    ex.set_defaults(func=cmd_export)
     return p
 
 

@@ -72,7 +72,7 @@ class Outcome:
     history: list[float] = field(default_factory=list)
     epochs: int = 0
     train_seconds: float = 0.0
-    weights: str | None = None
+    weights: str | None = None  # path relative to the run directory
     error: str | None = None
     oom: bool = False
 
@@ -207,7 +207,7 @@ class Evaluator:
             self.weights_dir.mkdir(parents=True, exist_ok=True)
             path = self.weights_dir / f"{tag}-{archid}.safetensors"
             save_weights(model.cpu(), path)
-            out.weights = str(path)
+            out.weights = f"{self.weights_dir.name}/{path.name}"  # relative to the run dir
         return out
 
 

@@ -28,16 +28,22 @@ TAIL_COLUMNS = [
 TRIAL_COLUMNS = HEAD_COLUMNS + TAIL_COLUMNS
 
 
-def trials_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Rows (from :func:`archsearch.search.study.trial_rows`) as a DataFrame in column order."""
+def trials_frame(rows: list[dict[str, Any]], run_dir: Path | None = None) -> pd.DataFrame:
+    """Rows (from :func:`archsearch.search.study.trial_rows`) as a DataFrame in column order.
+
+    ``weights`` holds paths relative to the run directory; with ``run_dir`` given, only files
+    that still exist are shown (weights of trials that left the Pareto front are deleted).
+    """
     choices: list[str] = []
     for r in rows:
         for k in r:
             if k not in TRIAL_COLUMNS and k not in choices:
                 choices.append(k)
     df = pd.DataFrame(rows, columns=HEAD_COLUMNS + choices + TAIL_COLUMNS)
-    # weights of trials that left the Pareto front are deleted: show only files that exist
-    df["weights"] = [w if isinstance(w, str) and Path(w).is_file() else None for w in df["weights"]]
+    if run_dir is not None:
+        df["weights"] = [
+            w if isinstance(w, str) and (run_dir / w).is_file() else None for w in df["weights"]
+        ]
     for col in ("params", "macs", "epochs", "total_params", "reused_from"):
         df[col] = df[col].astype("Int64")
     return df
@@ -47,14 +53,14 @@ def write_trials_csv(study: Any, path: Path, *, rows: list[dict[str, Any]] | Non
     """Write ``trials.csv`` atomically (a reader never sees a half-written file)."""
     from .study import trial_rows
 
-    df = trials_frame(rows if rows is not None else trial_rows(study))
+    df = trials_frame(rows if rows is not None else trial_rows(study), run_dir=path.parent)
     tmp = path.with_name(path.name + ".tmp")
     df.to_csv(tmp, index=False)
     os.replace(tmp, path)
     return path
 
 
-def prune_weights(rows: list[dict[str, Any]], keep_trials: set[int]) -> list[str]:
+def prune_weights(run_dir: Path, rows: list[dict[str, Any]], keep_trials: set[int]) -> list[str]:
     """Delete weight files of finished trials that are not on the Pareto front.
 
     Only files referenced by finished trials are considered, so a file another worker has just
@@ -66,7 +72,7 @@ def prune_weights(rows: list[dict[str, Any]], keep_trials: set[int]) -> list[str
         w = r.get("weights")
         if not w or w in keep or r["state"] == "RUNNING":
             continue
-        p = Path(w)
+        p = run_dir / w
         if p.is_file():
             p.unlink()
             deleted.append(w)

@@ -101,6 +101,12 @@ class RunOptions:
     pruner: bool = False
     baselines: bool = True
     compile: bool = False
+    backend: str = "local"
+    ray_address: str | None = None
+    gpus_per_trial: float | None = None
+    cpus_per_trial: float | None = None
+    max_concurrent: int | None = None
+    scheduler: str = "none"
 
 
 @dataclass
@@ -227,6 +233,18 @@ def prepare(options: RunOptions) -> Plan:
         raise ConfigError(
             f"--timeout: expected a positive number of seconds, got {options.timeout}"
         )
+    if options.backend not in ("local", "ray"):
+        raise ConfigError(f"--backend: expected local or ray, got {options.backend!r}")
+    if options.scheduler not in ("none", "asha"):
+        raise ConfigError(f"--scheduler: expected none or asha, got {options.scheduler!r}")
+    if options.backend == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                "--backend ray: Ray is not installed; install it with "
+                "pip install 'archsearch[ray]' (ray[tune])"
+            ) from None
     if options.sampler not in ("tpe", "nsga2", "random"):
         raise ConfigError(f"--sampler: expected tpe, nsga2 or random, got {options.sampler!r}")
     if options.pruner and len(objectives) > 1:
@@ -378,6 +396,11 @@ def execute(plan: Plan, progress: Progress | None = None, *, worker: bool = Fals
     """Run the search described by ``plan``; returns the final Pareto table (DataFrame)."""
     from . import study as st
 
+    if plan.options.backend == "ray" and not worker:
+        from .ray_backend import run_ray
+
+        return run_ray(plan, progress or Progress())
+
     progress = progress or Progress()
     opts = plan.options
     if not worker:
@@ -481,7 +504,7 @@ def _after_trial(plan: Plan, study: Any, ft: Any, progress: Progress) -> None:
     row = next(r for r in rows if r["trial"] == ft.number)
     front = _front(plan, study)
     keep = set(front["trial"]) if "trial" in front else set()
-    prune_weights(rows, keep)
+    prune_weights(plan.run_dir, rows, keep)
     write_trials_csv(study, plan.run_dir / "trials.csv", rows=rows)
     accs = [r["proxy_accuracy"] for r in rows if r["feasible"] and r["proxy_accuracy"] is not None]
     progress.trial_end(row, max(accs) if accs else None, len(keep))

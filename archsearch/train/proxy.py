@@ -1,0 +1,573 @@
+"""Proxy training: a short, fully on-device schedule that ranks candidate architectures.
+
+The (subset of the) training split is copied to the device once as uint8 and resized there once;
+each step gathers a batch by index from a per-epoch ``torch.randperm``, applies random-crop and
+flip augmentation to the whole batch with one gather, and normalises on the device. There is no
+``DataLoader`` and no per-sample Python work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._logging import get_logger
+from ..errors import ConfigError, DataError, TrainingError
+from .data import ImageData
+from .device import autocast, select_device, synchronize, to_device
+
+__all__ = [
+    "CandidateOOMError",
+    "ProxySchedule",
+    "ProxyResult",
+    "train_proxy",
+    "evaluate",
+    "param_groups",
+    "save_weights",
+    "load_weights",
+]
+
+log = get_logger("train.proxy")
+_CPU_DEFAULTS: dict[str, Any] = {"epochs": 2, "img_size": 32, "subset": 5000, "batch_size": 128}
+_GPU_DEFAULTS: dict[str, Any] = {"epochs": 10, "img_size": 64, "subset": None, "batch_size": 256}
+
+
+class CandidateOOMError(TrainingError):
+    """The candidate does not fit in device (or host) memory under the schedule."""
+
+
+def _is_int(value: Any, lo: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= lo
+
+
+def _is_num(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check(name: str, value: Any, ok: bool, expected: str) -> None:
+    if not ok:
+        raise ConfigError(f"ProxySchedule.{name}: expected {expected}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ProxySchedule:
+    """Hyper-parameters of a proxy-training run. Build one with :meth:`for_device`.
+
+    Attributes:
+        epochs: passes over the training subset.
+        img_size: side images are resized to on the device (``None``: native size).
+        subset: training images used, the first ones of the (already shuffled) training split,
+            so every candidate sees the same images (``None``: all).
+        batch_size: training batch size; the last partial batch of an epoch is dropped.
+        lr: peak AdamW learning rate.
+        weight_decay: AdamW weight decay (not applied to 1-d params or ``no_weight_decay()``).
+        warmup_epochs: linear warm-up length in epochs (fractions allowed; applied per step).
+        min_lr_ratio: the cosine decay ends at ``lr * min_lr_ratio``.
+        label_smoothing: cross-entropy label smoothing.
+        augment: random crop with zero padding (and flip, see ``hflip``) on whole batches.
+        hflip: random horizontal flips when ``augment`` is on.
+        crop_padding: crop padding in pixels (``None``: ``img_size // 8``).
+        grad_clip: clip the gradient norm to this value (``None``: no clipping).
+        amp: bf16 autocast (``None``: on CUDA only).
+        channels_last: channels-last memory format (``None``: on CUDA only).
+        compile: wrap the model in ``torch.compile``.
+        eval_batch_size: batch size for validation.
+        val_subset: validation images used (``None``: all).
+    """
+
+    epochs: int = 2
+    img_size: int | None = 32
+    subset: int | None = 5000
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 0.5
+    min_lr_ratio: float = 0.01
+    label_smoothing: float = 0.1
+    augment: bool = True
+    hflip: bool = True
+    crop_padding: int | None = None
+    grad_clip: float | None = None
+    amp: bool | None = None
+    channels_last: bool | None = None
+    compile: bool = False
+    eval_batch_size: int = 512
+    val_subset: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            _check(name, getattr(self, name), _is_int(getattr(self, name), 1), "an integer >= 1")
+        for name in ("img_size", "subset", "val_subset"):
+            v = getattr(self, name)
+            _check(name, v, v is None or _is_int(v, 1), "an integer >= 1 or None")
+        v = self.crop_padding
+        _check("crop_padding", v, v is None or _is_int(v, 0), "an integer >= 0 or None")
+        _check("lr", self.lr, _is_num(self.lr) and self.lr > 0, "a number > 0")
+        for name in ("weight_decay", "warmup_epochs"):
+            v = getattr(self, name)
+            _check(name, v, _is_num(v) and v >= 0, "a number >= 0")
+        v = self.min_lr_ratio
+        _check("min_lr_ratio", v, _is_num(v) and 0 <= v <= 1, "a number in [0, 1]")
+        v = self.label_smoothing
+        _check("label_smoothing", v, _is_num(v) and 0 <= v < 1, "a number in [0, 1)")
+        v = self.grad_clip
+        _check("grad_clip", v, v is None or (_is_num(v) and v > 0), "a number > 0 or None")
+        for name in ("augment", "hflip", "compile"):
+            _check(name, getattr(self, name), isinstance(getattr(self, name), bool), "a bool")
+        for name in ("amp", "channels_last"):
+            v = getattr(self, name)
+            _check(name, v, v is None or isinstance(v, bool), "a bool or None")
+
+    @classmethod
+    def for_device(cls, device: torch.device | str, **overrides: Any) -> ProxySchedule:
+        """Defaults sized for ``device`` (modest on CPU, fuller on a GPU), then ``overrides``.
+
+        Raises:
+            ConfigError: an override names no field or has a bad value.
+        """
+        dev = select_device(device) if str(device) == "auto" else torch.device(device)
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(overrides) - set(names))
+        if unknown:
+            raise ConfigError(
+                f"ProxySchedule: expected options among {', '.join(names)}, got {unknown[0]!r}"
+            )
+        base = _CPU_DEFAULTS if dev.type == "cpu" else _GPU_DEFAULTS
+        return cls(**{**base, **overrides})
+
+    def uses_amp(self, device: torch.device) -> bool:
+        """Whether bf16 autocast is on for ``device``."""
+        return device.type == "cuda" if self.amp is None else self.amp
+
+    def uses_channels_last(self, device: torch.device) -> bool:
+        """Whether the channels-last memory format is used on ``device``."""
+        return device.type == "cuda" if self.channels_last is None else self.channels_last
+
+
+@dataclass(frozen=True)
+class ProxyResult:
+    """Outcome of :func:`train_proxy`.
+
+    Attributes:
+        accuracy: final validation top-1 in ``[0, 1]``.
+        epochs: epochs completed.
+        train_seconds: wall time of the whole call (data transfer, training, evaluation).
+        history: validation top-1 after each epoch.
+        images_per_second: training images per second, over the training steps only.
+        losses: mean training loss of each epoch.
+    """
+
+    accuracy: float
+    epochs: int
+    train_seconds: float
+    history: list[float]
+    images_per_second: float
+    losses: list[float] = field(default_factory=list)
+
+
+def train_proxy(
+    model: nn.Module,
+    data: ImageData,
+    schedule: ProxySchedule,
+    *,
+    device: torch.device | str,
+    seed: int,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> ProxyResult:
+    """Train ``model`` in place on ``data`` under ``schedule``; report validation top-1.
+
+    Runs are reproducible on CPU: the same initial weights and ``seed`` give the same result.
+    The caller's global RNG state is restored afterwards. The model is left on ``device``.
+
+    Args:
+        model: a classifier mapping ``B x C x H x W`` images to ``B x num_classes`` logits.
+        data: the dataset (see :func:`archsearch.train.data.load_dataset`).
+        schedule: the proxy schedule.
+        device: a ``torch.device`` or a spec for :func:`~archsearch.train.device.select_device`.
+        seed: seeds batch order, augmentation and any randomness inside the model.
+        on_epoch: called as ``on_epoch(epoch, accuracy)`` (1-based epoch) after each epoch's
+            evaluation; an exception it raises (e.g. Optuna pruning) propagates.
+
+    Returns:
+        The final accuracy, per-epoch history and timings.
+
+    Raises:
+        TrainingError: the loss became non-finite, or the model is unusable.
+        CandidateOOMError: the candidate ran out of device or host memory.
+    """
+    dev = device if isinstance(device, torch.device) else select_device(device)
+    oom = ""
+    try:
+        if dev.type == "cuda":
+            rng = torch.random.fork_rng(devices=[_cuda_index(dev)], device_type="cuda")
+        else:
+            rng = torch.random.fork_rng(devices=[])
+        with rng:
+            return _train(model, data, schedule, dev, seed, on_epoch)
+    except MemoryError:
+        oom = "host memory exhausted"
+    except RuntimeError as e:  # torch.cuda.OutOfMemoryError is a RuntimeError
+        text = str(e)
+        if not (
+            isinstance(e, torch.cuda.OutOfMemoryError)
+            or "out of memory" in text.lower()
+            or "DefaultCPUAllocator" in text
+        ):
+            raise
+        oom = text.strip().splitlines()[0][:200] if text.strip() else type(e).__name__
+    # Outside the except block the failed frames (and their tensors) are already released.
+    model.zero_grad(set_to_none=True)
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+    raise CandidateOOMError(
+        f"out of memory: expected the candidate to fit on {dev} at batch_size="
+        f"{schedule.batch_size}, img_size={schedule.img_size}, got {oom}"
+    )
+
+
+def _cuda_index(dev: torch.device) -> int:
+    return dev.index if dev.index is not None else torch.cuda.current_device()
+
+
+def _seed_all(dev: torch.device, seed: int) -> None:
+    torch.default_generator.manual_seed(seed)
+    if dev.type == "cuda":
+        with torch.cuda.device(dev):
+            torch.cuda.manual_seed(seed)
+    elif dev.type == "mps":
+        torch.mps.manual_seed(seed)
+
+
+def _train(
+    model: nn.Module,
+    data: ImageData,
+    s: ProxySchedule,
+    dev: torch.device,
+    seed: int,
+    on_epoch: Callable[[int, float], None] | None,
+) -> ProxyResult:
+    start = time.perf_counter()
+    _seed_all(dev, seed)
+    gen = torch.Generator().manual_seed(seed)
+    amp, channels_last = s.uses_amp(dev), s.uses_channels_last(dev)
+    size = s.img_size or data.img_size
+    n = len(data) if s.subset is None else min(s.subset, len(data))
+    n_val = data.val_x.shape[0] if s.val_subset is None else min(s.val_subset, len(data.val_x))
+    if n < 1 or n_val < 1:
+        raise DataError(f"{data.name}: expected training and validation images, got {n}/{n_val}")
+    train_x, train_y = _resize_u8(to_device(data.train_x[:n], dev), size), data.train_y[:n]
+    train_y = to_device(train_y, dev)
+    val_x, val_y = _resize_u8(to_device(data.val_x[:n_val], dev), size), data.val_y[:n_val]
+    val_y = to_device(val_y, dev)
+    affine = _affine(data.mean, data.std, dev)
+
+    model.to(dev)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    groups = param_groups(model, weight_decay=s.weight_decay)
+    opt = torch.optim.AdamW(groups, lr=s.lr, fused=True if dev.type == "cuda" else None)
+    net: Callable[[torch.Tensor], torch.Tensor] = torch.compile(model) if s.compile else model
+
+    bs = min(s.batch_size, n)
+    steps = n // bs
+    total, warmup = steps * s.epochs, round(s.warmup_epochs * steps)
+    pad = size // 8 if s.crop_padding is None else s.crop_padding
+    sync_every = 1 if dev.type == "cpu" else 32  # loss checks sync the device
+    history: list[float] = []
+    losses: list[float] = []
+    train_time, step = 0.0, 0
+    for epoch in range(1, s.epochs + 1):
+        model.train()
+        t0 = time.perf_counter()
+        loss_buf = torch.zeros(steps, device=dev)
+        checked = 0
+        batches = _epoch_batches(train_x, train_y, affine, bs, pad, s, gen, channels_last)
+        for i, (xb, yb) in enumerate(batches):
+            lr = s.lr * _lr_factor(step, total, warmup, s.min_lr_ratio)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            with autocast(dev, amp):
+                logits = net(xb)
+            if logits.shape != (xb.shape[0], data.num_classes):
+                expected = (xb.shape[0], data.num_classes)
+                raise TrainingError(
+                    f"model output: expected shape {expected}, got {tuple(logits.shape)}"
+                )
+            loss = F.cross_entropy(logits.float(), yb, label_smoothing=s.label_smoothing)
+            loss_buf[i] = loss.detach()
+            if (i + 1) % sync_every == 0 or i == steps - 1:
+                _check_finite(loss_buf, checked, i + 1, epoch)
+                checked = i + 1
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if s.grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
+            opt.step()
+            step += 1
+        synchronize(dev)
+        epoch_time = time.perf_counter() - t0
+        train_time += epoch_time
+        acc = evaluate(
+            net,
+            val_x,
+            val_y,
+            batch_size=s.eval_batch_size,
+            mean=data.mean,
+            std=data.std,
+            amp=amp,
+            channels_last=channels_last,
+        )
+        history.append(acc)
+        losses.append(float(loss_buf.mean()))
+        log.info(
+            "epoch %d/%d: loss %.4f, val top-1 %.4f, %.0f img/s, %.1fs",
+            *(epoch, s.epochs, losses[-1], acc, steps * bs / max(epoch_time, 1e-9), epoch_time),
+        )
+        if on_epoch is not None:
+            on_epoch(epoch, acc)
+    return ProxyResult(
+        accuracy=history[-1],
+        epochs=s.epochs,
+        train_seconds=time.perf_counter() - start,
+        history=history,
+        images_per_second=total * bs / max(train_time, 1e-9),
+        losses=losses,
+    )
+
+
+def _check_finite(loss_buf: torch.Tensor, lo: int, hi: int, epoch: int) -> None:
+    bad = ~torch.isfinite(loss_buf[lo:hi])
+    if bool(bad.any()):
+        first = lo + int(bad.nonzero()[0, 0])
+        value = float(loss_buf[first])
+        raise TrainingError(f"non-finite loss ({value}) at epoch {epoch} step {first + 1}")
+
+
+def _lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    """Per-step multiplier: linear warm-up to 1, then cosine decay to ``min_ratio``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+# --------------------------------------------------------------------------- tensors on device
+def _epoch_batches(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    affine: tuple[torch.Tensor, torch.Tensor],
+    bs: int,
+    pad: int,
+    s: ProxySchedule,
+    gen: torch.Generator,
+    channels_last: bool,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of normalised, augmented ``(images, labels)`` batches; the last partial
+    batch is dropped. Randomness comes from ``gen`` on the CPU, drawn once per epoch."""
+    n, dev = int(x.shape[0]), x.device
+    perm = to_device(torch.randperm(n, generator=gen), dev)
+    offsets, flips = _draw_augment(n, pad, s.augment, s.augment and s.hflip, gen, dev)
+    for i in range(n // bs):
+        sl = slice(i * bs, (i + 1) * bs)
+        idx = perm[sl]
+        xb = x[idx]
+        if offsets is not None:
+            xb = _crop_flip(xb, offsets[sl], None if flips is None else flips[sl], pad)
+        yield _normalise(xb, *affine, channels_last), y[idx]
+
+
+def _resize_u8(x: torch.Tensor, size: int, chunk: int = 2048) -> torch.Tensor:
+    """Resize uint8 ``N x C x H x W`` images to ``size`` (bilinear, antialiased when shrinking)."""
+    if x.shape[-2:] == (size, size):
+        return x
+    out = torch.empty((x.shape[0], x.shape[1], size, size), dtype=torch.uint8, device=x.device)
+    shrink = size < max(x.shape[-2:])
+    for i in range(0, x.shape[0], chunk):
+        xf = F.interpolate(
+            x[i : i + chunk].float(), size=(size, size), mode="bilinear", antialias=shrink
+        )
+        out[i : i + chunk] = xf.round_().clamp_(0, 255).to(torch.uint8)
+    return out
+
+
+def _affine(
+    mean: tuple[float, ...], std: tuple[float, ...], dev: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel ``scale, shift`` so that ``u8 * scale + shift`` is normalised."""
+    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    sd = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    return to_device(1.0 / (255.0 * sd), dev), to_device(-m / sd, dev)
+
+
+def _normalise(
+    x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, channels_last: bool
+) -> torch.Tensor:
+    x = torch.addcmul(shift, x.float(), scale)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return x.contiguous(memory_format=fmt)
+
+
+def _draw_augment(
+    n: int, pad: int, crop: bool, flip: bool, gen: torch.Generator, dev: torch.device
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """One epoch of crop offsets (``n x 2``) and flip flags, drawn on the CPU generator."""
+    if not crop and not flip:
+        return None, None
+    offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=gen) if crop else None
+    flips = torch.rand(n, generator=gen) < 0.5 if flip else None
+    if offsets is None:
+        offsets = torch.full((n, 2), pad, dtype=torch.int64)
+    return to_device(offsets, dev), None if flips is None else to_device(flips, dev)
+
+
+def _crop_flip(
+    x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor | None, pad: int
+) -> torch.Tensor:
+    """Random crop from a zero-padded batch, and optional flips, as one gather."""
+    b, _, h, w = x.shape
+    if pad:
+        x = F.pad(x, (pad, pad, pad, pad))
+    rows = offsets[:, :1] + torch.arange(h, device=x.device)
+    cols = offsets[:, 1:] + torch.arange(w, device=x.device)
+    if flips is not None:
+        cols = torch.where(flips[:, None], cols.flip(1), cols)
+    batch = torch.arange(b, device=x.device)[:, None, None]
+    return x[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
+# --------------------------------------------------------------------------- public helpers
+def param_groups(model: nn.Module, *, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: decay for weights; none for 1-d params and ``model.no_weight_decay()``.
+
+    Only parameters with ``requires_grad`` are included. Names returned by
+    ``no_weight_decay()`` match a parameter exactly or as a module prefix.
+
+    Raises:
+        TrainingError: the model has no trainable parameter.
+    """
+    model = getattr(model, "_orig_mod", model)
+    skip_fn = getattr(model, "no_weight_decay", None)
+    skip = set(skip_fn()) if callable(skip_fn) else set()
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.ndim <= 1 or name in skip or any(name.startswith(k + ".") for k in skip):
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    if not decay and not no_decay:
+        raise TrainingError("model: expected trainable parameters, got none")
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    groups.append({"params": no_decay, "weight_decay": 0.0})
+    return [g for g in groups if g["params"]]
+
+
+def evaluate(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    batch_size: int = 512,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+    img_size: int | None = None,
+    amp: bool = False,
+    channels_last: bool = False,
+) -> float:
+    """Top-1 accuracy of ``model`` on ``(x, y)``, in eval mode under ``torch.inference_mode``.
+
+    Batches run on ``x.device``; the model must already be there. uint8 images are scaled to
+    ``[0, 1]`` and normalised with ``mean``/``std`` when given; float images are used as given.
+    The model's train/eval mode is restored afterwards.
+
+    Args:
+        model: the classifier (a module, or a compiled one).
+        x: images ``N x C x H x W``.
+        y: labels ``N``.
+        batch_size: evaluation batch size.
+        mean: per-channel mean on the ``[0, 1]`` scale (uint8 input only).
+        std: per-channel standard deviation on the ``[0, 1]`` scale (uint8 input only).
+        img_size: resize batches to this side first (``None``: as given).
+        amp: bf16 autocast.
+        channels_last: feed channels-last batches.
+    """
+    n = int(x.shape[0])
+    if n == 0 or n != int(y.shape[0]):
+        raise DataError(f"evaluate: expected as many labels as images (> 0), got {n}/{y.shape[0]}")
+    dev = x.device
+    chans = x.shape[1]
+    if x.dtype == torch.uint8:
+        mean = mean if mean is not None else (0.0,) * chans
+        std = std if std is not None else (1.0,) * chans
+        scale, shift = _affine(mean, std, dev)
+    module = model if isinstance(model, nn.Module) else None
+    was_training = bool(module is not None and module.training)
+    if module is not None:
+        module.eval()
+    correct = torch.zeros((), dtype=torch.int64, device=dev)
+    try:
+        with torch.inference_mode(), autocast(dev, amp):
+            for i in range(0, n, batch_size):
+                xb = x[i : i + batch_size]
+                if img_size is not None and xb.shape[-2:] != (img_size, img_size):
+                    xb = F.interpolate(xb.float(), size=(img_size, img_size), mode="bilinear")
+                if x.dtype == torch.uint8:
+                    xb = _normalise(xb, scale, shift, channels_last)
+                elif channels_last:
+                    xb = xb.contiguous(memory_format=torch.channels_last)
+                pred = model(xb).argmax(dim=1)
+                correct += (pred == y[i : i + batch_size].to(dev)).sum()
+    finally:
+        if module is not None:
+            module.train(was_training)
+    return int(correct) / n
+
+
+def save_weights(
+    model: nn.Module, path: str | Path, *, metadata: dict[str, str] | None = None
+) -> Path:
+    """Write the model's state dict to a ``.safetensors`` file (shared tensors stored once).
+
+    The file is written next to ``path`` and renamed into place; parent folders are created.
+    """
+    from safetensors.torch import save_model
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    save_model(getattr(model, "_orig_mod", model), str(tmp), metadata=metadata)
+    os.replace(tmp, p)
+    return p
+
+
+def load_weights(model: nn.Module, path: str | Path, *, strict: bool = True) -> nn.Module:
+    """Load weights written by :func:`save_weights` into ``model`` (onto its device).
+
+    Raises:
+        ConfigError: the file is missing or its tensors do not fit the model.
+    """
+    from safetensors.torch import load_model
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"weights: expected an existing .safetensors file, got {str(p)!r}")
+    target = getattr(model, "_orig_mod", model)
+    first = next(iter(target.parameters()), None)
+    dev = str(first.device) if first is not None else "cpu"
+    try:
+        load_model(target, str(p), strict=strict, device=dev)
+    except Exception as e:  # safetensors raises RuntimeError or its own SafetensorError
+        msg = " ".join(str(e).split())[:300]
+        raise ConfigError(f"{p}: expected weights that fit the model, got {msg}") from None
+    return model
