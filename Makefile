@@ -31,7 +31,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check archsearch tests benchmarks
 	$(BIN)/mypy
 
-test: $(STAMP) lint
+test: $(STAMP) data lint
 	$(BIN)/pytest -q
 
 run: $(STAMP) data
