@@ -1,0 +1,12 @@
+"""Run reports: ``pareto.csv``, PNG plots and one self-contained ``report.html``.
+
+:func:`write_report` regenerates everything from a run directory's stored study, so it can be
+called at any time, also while the run is still going.
+"""
+
+from __future__ import annotations
+
+from .data import RunData, load_run
+from .writer import write_report
+
+__all__ = ["write_report", "load_run", "RunData"]

@@ -1,0 +1,234 @@
+"""archsearch.report: pareto.csv, PNG plots and a self-contained report.html from a run."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import matplotlib.image as mpimg
+import optuna
+import pandas as pd
+import pytest
+import yaml
+from optuna.distributions import CategoricalDistribution
+from optuna.trial import TrialState
+
+from archsearch.errors import ArchsearchError
+from archsearch.pareto import pareto_table
+from archsearch.report import load_run, write_report
+from archsearch.report.plots import pareto_figure
+from archsearch.search import RunOptions, execute, prepare
+from archsearch.search.study import load_study, open_study, trial_rows
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("report") / "run"
+    options = RunOptions(
+        budget="100K-params",
+        space="tiny",
+        dataset="synthetic",
+        trials=6,
+        epochs=1,
+        subset=256,
+        batch_size=64,
+        proxy_img_size=32,
+        baselines=False,
+        quiet=True,
+        out=str(out),
+    )
+    execute(prepare(options))
+    return out
+
+
+@pytest.fixture(scope="module")
+def report(run_dir: Path) -> dict[str, Any]:
+    return write_report(run_dir)
+
+
+def _check_html(html: str) -> None:
+    assert "http://" not in html and "https://" not in html
+    assert "<script" not in html.lower() and "<link" not in html.lower()
+    assert "url(" not in html.lower() and "@import" not in html.lower()
+
+
+def _check_png(path: Path) -> None:
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    assert mpimg.imread(path).ndim == 3
+
+
+def _fake_run(root: Path, *, budget: str = "1M-params,500M-macs", baselines: tuple = ()) -> Any:
+    """A run directory with settings and an empty study, to be filled with made-up trials."""
+    root.mkdir()
+    settings = {
+        "options": {"sampler": "random", "seed": 0},
+        "resolved": {
+            "budget": budget,
+            "space": "default.yaml",
+            "objectives": ["accuracy", "macs"],
+            "baselines": list(baselines),
+            "cost_target": {"img_size": 224, "in_chans": 3, "num_classes": 1000},
+        },
+        "versions": {"archsearch": "test"},
+    }
+    (root / "run.yaml").write_text(yaml.safe_dump(settings))
+    return open_study(root, ["maximize", "minimize"], optuna.samplers.RandomSampler(seed=0))
+
+
+def _fake_trial(
+    archid: str,
+    acc: float,
+    params: int,
+    macs: int,
+    choices: dict[str, str] | None = None,
+    **attrs: Any,
+) -> optuna.trial.FrozenTrial:
+    choices = choices or {}
+    space = {
+        "family": ["hierarchical", "columnar"],
+        "hierarchical.stage1.mixer": ["csa", "conv"],
+        "columnar.mixer": ["attention", "lookup"],
+    }
+    user_attrs = {
+        "archid": archid,
+        "feasible": True,
+        "params": params,
+        "macs": macs,
+        "proxy_accuracy": acc,
+        "epochs": 1,
+        "config": "{}",
+        **attrs,
+    }
+    return optuna.trial.create_trial(
+        state=TrialState.COMPLETE,
+        values=[acc, macs],
+        params=choices,
+        distributions={k: CategoricalDistribution(space[k]) for k in choices},
+        user_attrs=user_attrs,
+    )
+
+
+def test_report_writes_every_file_on_a_finished_run(run_dir: Path, report: dict) -> None:
+    assert set(report) == {"html", "pareto_csv", "plots"}
+    assert report["html"] == run_dir / "report.html" and report["html"].is_file()
+    assert report["pareto_csv"] == run_dir / "pareto.csv" and report["pareto_csv"].is_file()
+    names = {p.name for p in report["plots"]}
+    assert {"pareto_macs.png", "pareto_params.png", "hypervolume.png", "dimensions.png"} <= names
+    for path in report["plots"]:
+        assert path.parent == run_dir
+        _check_png(path)
+    assert not list(run_dir.glob(".*.tmp")), "temporary files left behind"
+
+
+def test_pareto_csv_is_the_front_and_agrees_with_optuna(run_dir: Path, report: dict) -> None:
+    front = pd.read_csv(report["pareto_csv"])
+    study = load_study(run_dir)
+    table = pareto_table(pd.DataFrame(trial_rows(study)), ["accuracy", "macs"])
+    assert sorted(front["trial"]) == sorted(table.loc[table.pareto_rank == 0, "trial"])
+    assert sorted(front["trial"]) == sorted(t.number for t in study.best_trials)
+    assert list(front["proxy_accuracy"]) == sorted(front["proxy_accuracy"], reverse=True)
+    assert front["knee"].sum() == 1
+    for col in ("stage1.mixer", "cb.kind", "params", "macs", "total_params", "crowding"):
+        assert col in front.columns
+
+
+def test_html_is_self_contained(run_dir: Path, report: dict) -> None:
+    html = report["html"].read_text()
+    _check_html(html)
+    assert html.count('src="data:image/png;base64,') == len(report["plots"])
+    assert "<table" in html and "Pareto front" in html
+    front = pd.read_csv(report["pareto_csv"])
+    knee = int(front.loc[front["knee"], "trial"].iloc[0])
+    assert f"Knee of the Pareto front: trial {knee}," in html
+    assert "100K-params" in html and "tiny.yaml" in html
+    assert "stage1.mixer" in html  # per-dimension summary
+
+
+def test_report_while_a_trial_is_running(run_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    study = load_study(copy)
+    study.ask()  # left RUNNING
+    paths = write_report(copy)
+    html = paths["html"].read_text()
+    assert "RUNNING" in html
+    front = pd.read_csv(paths["pareto_csv"])
+    assert sorted(front["trial"]) == sorted(pd.read_csv(run_dir / "pareto.csv")["trial"])
+    _check_html(html)
+
+
+@pytest.mark.parametrize("content", [(), ("run.yaml",), ("study.journal",)])
+def test_not_a_run_directory(tmp_path: Path, content: tuple) -> None:
+    for name in content:
+        (tmp_path / name).write_text("")
+    with pytest.raises(ArchsearchError, match="expected run.yaml and study.journal in it"):
+        write_report(tmp_path)
+    with pytest.raises(ArchsearchError, match="no such directory"):
+        write_report(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("created", [True, False])
+def test_empty_study_gives_a_page_saying_so(tmp_path: Path, created: bool) -> None:
+    run = tmp_path / "run"
+    _fake_run(run)
+    if not created:  # a journal in which the run has not created its study yet
+        (run / "study.journal").write_text("")
+    (run / "dimensions.png").write_bytes(b"stale")
+    paths = write_report(run)
+    assert paths["plots"] == []
+    assert not (run / "dimensions.png").exists()
+    assert pd.read_csv(paths["pareto_csv"]).empty
+    html = paths["html"].read_text()
+    assert "No feasible trial has a result yet" in html
+    _check_html(html)
+
+
+def test_infeasible_only_study_and_escaping(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    study = _fake_run(run, baselines=("lvt",))
+    bad = "params 2M > budget 1M <script>alert(1)</script> see https://example.invalid/x"
+    study.add_trial(_fake_trial("a1", 0.0, 2_000_000, 10**8, feasible=False, error=bad))
+    paths = write_report(run)
+    html = paths["html"].read_text()
+    _check_html(html)
+    assert "&lt;script&gt;" in html
+    assert "No feasible trial has a result yet" in html
+    assert "Baseline lvt: not run yet." in html
+    assert paths["plots"] == []
+
+
+def test_baselines_and_conditional_dimensions(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    study = _fake_run(run, baselines=("lvt",))
+    h, c = "hierarchical", "columnar"
+    for i, (family, mixer, acc) in enumerate(
+        [(h, "csa", 0.80), (h, "csa", 0.78), (h, "conv", 0.70), (h, "conv", 0.66),
+         (c, "attention", 0.75), (c, "lookup", 0.60), (c, "attention", 0.72), (h, "csa", 0.79)]
+    ):  # fmt: skip
+        key = f"{family}.stage1.mixer" if family == h else "columnar.mixer"
+        choices = {"family": family, key: mixer}
+        trial = _fake_trial(
+            f"d{i}", acc, 500_000 + 10_000 * i, 10**8 * (i + 1), choices, latency_ms=1.0 + i
+        )
+        study.add_trial(trial)
+    again = {"family": h, f"{h}.stage1.mixer": "csa"}
+    study.add_trial(_fake_trial("d0", 0.80, 500_000, 10**8, again, latency_ms=1.0, reused_from=0))
+    study.add_trial(_fake_trial("ref", 0.74, 900_000, 4 * 10**8, baseline="lvt"))
+    paths = write_report(run)
+    html = paths["html"].read_text()
+    _check_html(html)
+    assert "Best candidate 0.800 vs lvt: 0.740 at 900.00K params, 400.00M MACs" in html
+    front = pd.read_csv(paths["pareto_csv"])
+    assert {0, 8} <= set(front["trial"])  # the reused duplicate is on the front too
+    assert sorted(front["trial"]) == sorted(t.number for t in study.best_trials)
+    data = load_run(run)
+    names = {p.name for p in paths["plots"]}
+    assert {"pareto_macs.png", "pareto_params.png", "pareto_latency.png", "dimensions.png"} <= names
+    assert "hierarchical.stage1.mixer" in html and "columnar.mixer" in html
+    assert "importance.png" in names or "parameter importances" in html.lower()
+    fig = pareto_figure(data.table[data.table.feasible.astype(bool)], "macs", "MACs", limit=5e8)
+    assert fig is not None
+    assert "lvt" in [t.get_text() for t in fig.axes[0].texts]
