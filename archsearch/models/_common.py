@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -19,7 +21,18 @@ from ..layers import (
 )
 from ..layers.t2t import T2T_SPLITS
 
-__all__ = ["make_mixer", "make_tokenizer", "token_grid", "init_weights", "DualHead"]
+__all__ = [
+    "make_mixer",
+    "make_tokenizer",
+    "token_grid",
+    "init_weights",
+    "DualHead",
+    "TimmHeadMixin",
+]
+
+#: Parameters never decayed: ACmix's mixing scalars, CBS scales, position and class tokens.
+NO_DECAY_SUFFIXES = (".alpha", ".beta", ".lam")
+NO_DECAY_NAMES = ("pos_embed", "cls_token")
 
 
 def make_mixer(stage: StageConfig) -> nn.Module:
@@ -104,3 +117,28 @@ class DualHead(nn.Module):
         if not self.num_classes:
             return x
         return 0.5 * (self.lookup(x[:, : self.dim]) + self.compressed(x[:, self.dim :]))
+
+
+class TimmHeadMixin:
+    """timm's classifier interface for models that build their head with ``_make_head``."""
+
+    num_classes: int
+    global_pool: str
+    head: nn.Module
+    _make_head: Callable[[int], nn.Module]  # defined by every model class
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        names = [n for n, _ in self.named_parameters()]  # type: ignore[attr-defined]
+        return {n for n in names if n in NO_DECAY_NAMES or n.endswith(NO_DECAY_SUFFIXES)}
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        if global_pool is not None:
+            self.global_pool = global_pool
+        device = next(self.parameters()).device  # type: ignore[attr-defined]
+        self.head = self._make_head(num_classes).to(device)

@@ -19,12 +19,12 @@ from ..config import ArchConfig
 from ..layers import Attention, Block, LookupBlock
 from ..layers.embed import resize_pos_embed, sincos_1d
 from ..layers.lookup import compress_tokens
-from ._common import DualHead, init_weights, make_tokenizer, token_grid
+from ._common import DualHead, TimmHeadMixin, init_weights, make_tokenizer, token_grid
 
 __all__ = ["ColumnarNet"]
 
 
-class ColumnarNet(nn.Module):
+class ColumnarNet(TimmHeadMixin, nn.Module):
     """Single-resolution vision transformer; timm model interface."""
 
     def __init__(
@@ -94,7 +94,7 @@ class ColumnarNet(nn.Module):
         self.embed_dim = dim
         self.num_features = self.head_hidden_size = 2 * dim if self.lookup else dim
         self.head_drop = nn.Dropout(drop_rate)
-        self.head: nn.Module = self._make_head(num_classes)
+        self.head = self._make_head(num_classes)
         self.grad_checkpointing = False
         self.apply(init_weights)
 
@@ -114,24 +114,8 @@ class ColumnarNet(nn.Module):
 
     # ---------------------------------------------------------------- timm interface
     @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        names = {n for n, _ in self.named_parameters()}
-        return {n for n in names if n in ("pos_embed", "cls_token") or n.endswith(".lam")}
-
-    @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        if global_pool is not None:
-            self.global_pool = global_pool
-        dev = next(self.parameters()).device
-        self.head = self._make_head(num_classes).to(dev)
 
     def _run(self, blk: nn.Module, *args: torch.Tensor) -> Any:
         if self.grad_checkpointing and args[0].requires_grad:

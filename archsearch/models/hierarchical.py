@@ -16,7 +16,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..config import ArchConfig
 from ..layers import Block, OverlapPatchEmbed
-from ._common import init_weights, make_mixer, make_tokenizer
+from ._common import TimmHeadMixin, init_weights, make_mixer, make_tokenizer
 
 __all__ = ["HierarchicalNet"]
 
@@ -40,7 +40,7 @@ class Stage(nn.Module):
         return x.transpose(1, 2).reshape(x.shape[0], -1, *hw)
 
 
-class HierarchicalNet(nn.Module):
+class HierarchicalNet(TimmHeadMixin, nn.Module):
     """Pyramid vision transformer with per-stage mixers; timm model interface."""
 
     def __init__(
@@ -90,32 +90,18 @@ class HierarchicalNet(nn.Module):
         self.stages = nn.Sequential(*stages)
         self.num_features = self.head_hidden_size = prev
         self.head_drop = nn.Dropout(drop_rate)
-        self.head: nn.Module = nn.Linear(prev, num_classes) if num_classes else nn.Identity()
+        self.head = self._make_head(num_classes)
         self.apply(init_weights)
 
     # ---------------------------------------------------------------- timm interface
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        return {n for n, p in self.named_parameters() if n.endswith((".alpha", ".beta", ".lam"))}
-
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         for stage in self.stages:
             assert isinstance(stage, Stage)
             stage.grad_checkpointing = enable
 
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        if global_pool is not None:
-            self.global_pool = global_pool
-        dev = next(self.parameters()).device
-        self.head = (
-            nn.Linear(self.num_features, num_classes, device=dev) if num_classes else nn.Identity()
-        )
+    def _make_head(self, num_classes: int) -> nn.Module:
+        return nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(x)

@@ -237,20 +237,34 @@ def run_trial(
             )
             _record(trial, outcome)
             study.tell(trial, objective_values(objectives, outcome))
-    except optuna.TrialPruned as e:
-        trial.set_user_attr("error", str(e))
-        study.tell(trial, state=TrialState.PRUNED)
-    except TrainingError as e:
-        trial.set_user_attr("error", str(e))
-        study.tell(trial, state=TrialState.FAIL)
-    except BaseException:
-        # Ctrl-C or a crash of our own: leave the trial resumable (run again next time).
-        trial.set_user_attr("error", "interrupted")
-        trial.set_user_attr("interrupted", True)
-        study.tell(trial, state=TrialState.FAIL)
-        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
-        raise
+    except BaseException as e:
+        _close_failed(study, trial, e, requeue=True)
     return study.get_trials(deepcopy=False)[trial.number]
+
+
+def _close_failed(
+    study: optuna.Study, trial: optuna.Trial, exc: BaseException, *, requeue: bool
+) -> None:
+    """Tell the study how a trial ended abnormally; re-raise what is not the candidate's fault.
+
+    Pruning and training errors (NaN loss, unusable candidate) end the trial and the search goes
+    on. Anything else (Ctrl-C, a crash of our own) leaves the trial resumable: it is marked
+    interrupted and, for search trials, queued to run again next time.
+    """
+    if isinstance(exc, optuna.TrialPruned):
+        trial.set_user_attr("error", str(exc))
+        study.tell(trial, state=TrialState.PRUNED)
+        return
+    if isinstance(exc, TrainingError):
+        trial.set_user_attr("error", str(exc))
+        study.tell(trial, state=TrialState.FAIL)
+        return
+    trial.set_user_attr("error", "interrupted")
+    trial.set_user_attr("interrupted", True)
+    study.tell(trial, state=TrialState.FAIL)
+    if requeue:
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+    raise exc
 
 
 def run_baseline(
@@ -270,14 +284,8 @@ def run_baseline(
         outcome = evaluator.train(config, tag=f"baseline-{name}")
         _record(trial, outcome)
         study.tell(trial, objective_values(objectives, outcome))
-    except TrainingError as e:
-        trial.set_user_attr("error", str(e))
-        study.tell(trial, state=TrialState.FAIL)
-    except BaseException:
-        trial.set_user_attr("error", "interrupted")
-        trial.set_user_attr("interrupted", True)
-        study.tell(trial, state=TrialState.FAIL)
-        raise
+    except BaseException as e:
+        _close_failed(study, trial, e, requeue=False)  # baselines are re-run by name
     return study.get_trials(deepcopy=False)[trial.number]
 
 
