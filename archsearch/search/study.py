@@ -225,7 +225,7 @@ def run_trial(
             time.sleep(poll_seconds)  # another worker trains this architecture: wait and reuse
         if isinstance(done, FrozenTrial):
             for k, v in done.user_attrs.items():
-                if k not in ("owner", "retry_of"):
+                if k not in ("owner", "retry_of", "baseline", "interrupted"):
                     trial.set_user_attr(k, v)
             trial.set_user_attr("reused_from", done.number)
             for k, v in dict(done.constraints).items():
