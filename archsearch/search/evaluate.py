@@ -225,11 +225,11 @@ def describe(config: ArchConfig) -> str:
     if config.macro == "hierarchical":
         for s in config.stages:
             mix = f"{s.mixer}{s.recursion}" if s.mixer == "rasa" else s.mixer
-            parts.append(f"{mix}x{s.depth}@{s.dim}")
+            parts.append(f"{mix}x{s.depth}@{s.dim}r{s.mlp_ratio:g}")
     else:
         s = config.stages[0]
         mix = f"lookup{s.lookup_grid}" if s.mixer == "lookup" else s.mixer
-        parts.append(f"{config.tokenizer.kind}+{mix}x{s.depth}@{s.dim}")
+        parts.append(f"{config.tokenizer.kind}+{mix}x{s.depth}@{s.dim}h{s.heads}r{s.mlp_ratio:g}")
     if config.cb.kind != "none":
         parts.append(f"{config.cb.kind}:{config.cb.position}/{config.cb.layers}")
     return " ".join(parts)

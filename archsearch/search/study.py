@@ -154,14 +154,17 @@ def recover_interrupted(study: optuna.Study) -> list[int]:
 
 
 def counted_trials(study: optuna.Study, *, include_running: bool = False) -> int:
-    """Search trials that count towards ``--trials``: finished (and, optionally, running) ones,
-    excluding baselines and trials interrupted by a crash or Ctrl-C."""
+    """Search trials that count towards ``--trials``: candidates within budget that finished
+    (trained, reused, pruned or failed) and, optionally, running ones; over-budget candidates,
+    baselines and trials interrupted by a crash or Ctrl-C do not count."""
     states = [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL]
     if include_running:
         states.append(TrialState.RUNNING)
     n = 0
     for t in study.get_trials(deepcopy=False, states=tuple(states)):
         if t.user_attrs.get("baseline") or t.user_attrs.get("interrupted"):
+            continue
+        if t.state == TrialState.COMPLETE and not t.user_attrs.get("feasible"):
             continue
         n += 1
     return n
