@@ -282,9 +282,10 @@ def _load_cifar(
         _download_cifar(name, root)
     missing = [f.name for f in [*files, meta] if not f.is_file()]
     if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise DataError(
             f"{name}: expected torchvision's {folder.name}/ in {root} (pass --data-dir DIR,"
-            f" or --download), missing {', '.join(missing)}"
+            f" or --download), missing {missing[0]}{more}"
         )
     xs, ys = [], []
     for f in files:
@@ -334,9 +335,11 @@ def _load_imagefolder(root: Path, size: int) -> tuple[torch.Tensor, torch.Tensor
         raise DataError(f"imagefolder: expected a directory of class folders, got {str(root)!r}")
     try:
         folder = ImageFolder(str(root))
-    except (FileNotFoundError, OSError) as e:
-        msg = str(e).replace("\n", " ")
-        raise DataError(f"imagefolder: expected class folders with images in {root}, {msg}") from e
+    except OSError as e:  # ImageFolder raises FileNotFoundError for both cases
+        msg = str(e).split(". ")[0].replace("\n", " ")
+        raise DataError(
+            f"imagefolder: expected class folders with images in {root}, got: {msg}"
+        ) from None
     x = torch.empty((len(folder.samples), 3, size, size), dtype=torch.uint8)
     gray = True
     for i, (path, _) in enumerate(folder.samples):

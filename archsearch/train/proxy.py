@@ -275,7 +275,7 @@ def _train(
     if channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     groups = param_groups(model, weight_decay=s.weight_decay)
-    opt = torch.optim.AdamW(groups, lr=s.lr, fused=True if dev.type == "cuda" else None)
+    opt = _adamw(groups, s.lr, dev)
     net: Callable[[torch.Tensor], torch.Tensor] = torch.compile(model) if s.compile else model
 
     bs = min(s.batch_size, n)
@@ -343,6 +343,16 @@ def _train(
         images_per_second=total * bs / max(train_time, 1e-9),
         losses=losses,
     )
+
+
+def _adamw(groups: list[dict[str, Any]], lr: float, dev: torch.device) -> torch.optim.AdamW:
+    """AdamW, fused into one kernel per step where torch supports it (CUDA; CPU since 2.4)."""
+    if dev.type in ("cuda", "cpu"):
+        try:
+            return torch.optim.AdamW(groups, lr=lr, fused=True)
+        except (RuntimeError, TypeError, ValueError):  # older torch: no fused CPU kernel
+            pass
+    return torch.optim.AdamW(groups, lr=lr)
 
 
 def _check_finite(loss_buf: torch.Tensor, lo: int, hi: int, epoch: int) -> None:
