@@ -375,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--trials", type=int, help="trained candidates to evaluate (CPU: 12)")
     r.add_argument(
-        "--timeout", type=float, help="stop starting trials after this many seconds (CPU: 840)"
+        "--timeout", type=float, help="stop starting trials after this many seconds (CPU: 780)"
     )
     r.add_argument(
         "--dataset",
