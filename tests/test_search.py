@@ -235,3 +235,58 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, extra, fragment)
     assert len(lines) == 1 and lines[0].startswith("archsearch: error:"), res.stderr
     assert fragment in lines[0]
     assert not out.exists()
+
+
+def test_out_of_memory_candidate_is_infeasible_and_search_goes_on(tmp_path, monkeypatch) -> None:
+    from archsearch.search import evaluate
+    from archsearch.train.proxy import CandidateOOMError
+
+    real = evaluate.train_proxy
+    calls = {"n": 0}
+
+    def oom_once(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise CandidateOOMError("out of memory: expected the candidate to fit, got OOM")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(evaluate, "train_proxy", oom_once)
+    out = tmp_path / "run"
+    execute(prepare(_opts(out, trials=2)))
+    df = pd.read_csv(out / "trials.csv")
+    first = df.iloc[0]
+    assert first.state == "COMPLETE" and not first.feasible
+    assert "out of memory" in first.error
+    assert df.feasible.astype(bool).sum() == 2  # the OOM candidate did not count
+
+
+def test_ctrl_c_leaves_a_resumable_study(tmp_path) -> None:
+    out = tmp_path / "run"
+    args = _cli_args(out, 3, "--epochs", "3", "--subset", "512")
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if (out / "study.journal").is_file() and any(
+            t.state == optuna.trial.TrialState.RUNNING for t in load_study(out).trials
+        ):
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "run the same command again to resume" in err
+    res = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    df = pd.read_csv(out / "trials.csv")
+    assert (df.error == "interrupted").sum() == 1
+    assert ((df.state == "COMPLETE") & df.feasible.astype(bool)).sum() == 3
+
+
+def test_pruner_single_objective(tmp_path) -> None:
+    out = tmp_path / "run"
+    execute(prepare(_opts(out, trials=5, epochs=2, objectives="accuracy", pruner=True)))
+    df = pd.read_csv(out / "trials.csv")
+    assert set(df.state) <= {"COMPLETE", "PRUNED"}
+    assert len(df[df.state != "FAIL"]) == 5
+    with pytest.raises(ArchsearchError, match="--pruner"):
+        prepare(_opts(tmp_path / "other", pruner=True))
