@@ -22,33 +22,19 @@ from archsearch.errors import ExportError
 from archsearch.export import export
 from archsearch.models import build_model
 from archsearch.pareto import pareto_table
-from archsearch.search import RunOptions, execute, prepare
 from archsearch.search.results import trials_frame
 from archsearch.search.study import load_study, trial_rows
 from archsearch.train.data import load_dataset
 from archsearch.train.proxy import load_weights
+
+from ._tiny import tiny_run
 
 FILES = {"config.json", "model.safetensors", "README.md"}
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("export") / "run"
-    options = RunOptions(
-        budget="100K-params",
-        space="tiny",
-        dataset="synthetic",
-        trials=4,
-        epochs=1,
-        subset=256,
-        batch_size=64,
-        proxy_img_size=32,
-        baselines=False,
-        quiet=True,
-        out=str(out),
-    )
-    execute(prepare(options))
-    return out
+    return tiny_run(tmp_path_factory.mktemp("export") / "run", trials=4)
 
 
 def _table(run: Path) -> pd.DataFrame:

@@ -23,15 +23,10 @@ from archsearch.search.results import HEAD_COLUMNS, TAIL_COLUMNS  # noqa: E402
 from archsearch.search.space import load_space  # noqa: E402
 from archsearch.search.study import load_study  # noqa: E402
 
+from ._tiny import TINY_RUN  # noqa: E402
+
 FAST = dict(
-    space="tiny",
-    dataset="synthetic",
-    epochs=1,
-    subset=256,
-    batch_size=64,
-    proxy_img_size=32,
-    baselines=False,
-    quiet=True,
+    **TINY_RUN,
     backend="ray",
     cpus_per_trial=1,
     max_concurrent=2,
@@ -117,9 +112,9 @@ def test_over_budget_candidates_never_reach_ray(tmp_path, local_ray) -> None:
     out = tmp_path / "run"
     execute(prepare(_opts(out, budget="45K-params", trials=6, epochs=2, scheduler="asha")))
     df = pd.read_csv(out / "trials.csv")
-    assert len(df) == 6
     infeasible = df[(df.state == "COMPLETE") & ~df.feasible]
     assert len(infeasible) >= 1
+    assert len(df) - len(infeasible) == 6  # over-budget candidates do not count as trials
     assert (infeasible.params > 45_000).all() and infeasible.error.str.contains("budget").all()
     assert infeasible.proxy_accuracy.isna().all() and (infeasible.epochs == 0).all()
     assert (infeasible.train_seconds == 0).all() and infeasible.weights.isna().all()
@@ -128,7 +123,8 @@ def test_over_budget_candidates_never_reach_ray(tmp_path, local_ray) -> None:
     assert ran and not ran & set(infeasible.archid)  # no Ray trial for an over-budget candidate
     study = load_study(out)
     launched = [t for t in study.trials if "ray_trial" in t.user_attrs]
-    assert len(launched) == len(specs) == 6 - len(infeasible)
+    sent = df[~df.index.isin(infeasible.index) & df.reused_from.isna()]  # trained or pruned
+    assert len(launched) == len(specs) == len(sent)
     assert all(s["cost"]["params"] <= 45_000 for s in specs)
     trained = df[df.epochs.fillna(0) > 0]
     assert (trained.params <= 45_000).all()

@@ -18,30 +18,16 @@ from archsearch.errors import ArchsearchError
 from archsearch.pareto import pareto_table
 from archsearch.report import load_run, write_report
 from archsearch.report.plots import pareto_figure
-from archsearch.search import RunOptions, execute, prepare
 from archsearch.search.study import load_study, open_study, trial_rows
+
+from ._tiny import tiny_run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("report") / "run"
-    options = RunOptions(
-        budget="100K-params",
-        space="tiny",
-        dataset="synthetic",
-        trials=6,
-        epochs=1,
-        subset=256,
-        batch_size=64,
-        proxy_img_size=32,
-        baselines=False,
-        quiet=True,
-        out=str(out),
-    )
-    execute(prepare(options))
-    return out
+    return tiny_run(tmp_path_factory.mktemp("report") / "run", trials=6)
 
 
 @pytest.fixture(scope="module")

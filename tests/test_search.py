@@ -18,16 +18,9 @@ from archsearch.search import RunOptions, execute, prepare
 from archsearch.search.results import TRIAL_COLUMNS
 from archsearch.search.study import load_study
 
-FAST = dict(
-    space="tiny",
-    dataset="synthetic",
-    epochs=1,
-    subset=256,
-    batch_size=64,
-    proxy_img_size=32,
-    baselines=False,
-    quiet=True,
-)
+from ._tiny import TINY_RUN
+
+FAST = TINY_RUN
 CLI = [sys.executable, "-m", "archsearch.cli"]
 
 

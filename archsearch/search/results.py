@@ -46,6 +46,10 @@ def trials_frame(rows: list[dict[str, Any]], run_dir: Path | None = None) -> pd.
         ]
     for col in ("params", "macs", "epochs", "total_params", "reused_from"):
         df[col] = df[col].astype("Int64")
+    for col in choices:  # integer choices stay integers where other branches leave gaps
+        values = [r[col] for r in rows if r.get(col) is not None]
+        if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            df[col] = df[col].astype("Int64")
     return df
 
 

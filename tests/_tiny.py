@@ -1,0 +1,30 @@
+"""The tiny search the end-to-end tests share: seconds per candidate on a CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from archsearch.search import RunOptions, execute, prepare
+
+#: A two-stage toy space on synthetic data, one short epoch per candidate, no baselines.
+TINY_RUN: dict[str, Any] = dict(
+    space="tiny",
+    dataset="synthetic",
+    epochs=1,
+    subset=256,
+    batch_size=64,
+    proxy_img_size=32,
+    baselines=False,
+    quiet=True,
+)
+
+
+def tiny_options(out: Path, **overrides: Any) -> RunOptions:
+    return RunOptions(**{"budget": "100K-params", "out": str(out), **TINY_RUN, **overrides})
+
+
+def tiny_run(out: Path, **overrides: Any) -> Path:
+    """Run the tiny search into ``out`` and return it."""
+    execute(prepare(tiny_options(out, **overrides)))
+    return out
