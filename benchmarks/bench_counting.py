@@ -5,8 +5,9 @@ Prints, for this machine:
 * the median time of ``count_params_from_config`` per candidate (meta device; target < 50 ms);
 * the median time of a full MAC ``count`` of a ~3.5M-parameter candidate at 224 (target < 1 s).
 
-The candidate is the LVT reference design (``archsearch.models.reference_config("lvt")``); if the
-model zoo cannot be imported, timm's ``pvt_v2_b0`` (3.7M parameters) stands in.
+The candidate is the LVT reference design (``archsearch.models.reference_config("lvt")``). Also
+printed: the closed-form estimate (``archsearch.cost.analytic.estimate``) the search uses as its
+pre-filter, which rejects over-budget candidates before any model is built.
 """
 
 from __future__ import annotations
@@ -14,41 +15,17 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from typing import Any
 
 import torch
-from torch import nn
 
 from archsearch.cost import count, count_params_from_config
+from archsearch.cost.analytic import estimate
+from archsearch.models import build_model, reference_config
 
 PARAM_REPEATS = 30
 MAC_REPEATS = 5
 PARAM_TARGET_MS = 50.0
 MAC_TARGET_S = 1.0
-
-
-class _TimmBuilder:
-    """The ``build(num_classes=..., in_chans=...)`` protocol for a timm model name."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def build(self, *, num_classes: int, in_chans: int) -> nn.Module:
-        import timm
-
-        return timm.create_model(
-            self.name, pretrained=False, num_classes=num_classes, in_chans=in_chans
-        )
-
-
-def _candidate() -> tuple[str, Any]:
-    try:
-        from archsearch.models import reference_config
-
-        return "lvt (archsearch reference design)", reference_config("lvt")
-    except Exception as exc:  # the model zoo may be mid-edit; measure something anyway
-        print(f"note: archsearch.models unavailable ({type(exc).__name__}: {exc}); using pvt_v2_b0")
-        return "timm pvt_v2_b0 (stand-in)", _TimmBuilder("pvt_v2_b0")
 
 
 def _median_time(fn: Callable[[], object], repeats: int) -> tuple[float, list[float]]:
@@ -62,8 +39,11 @@ def _median_time(fn: Callable[[], object], repeats: int) -> tuple[float, list[fl
 
 def main() -> None:
     torch.manual_seed(0)
-    label, candidate = _candidate()
-    print(f"candidate: {label}; torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    candidate = reference_config("lvt")
+    print(f"candidate: lvt; torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+
+    med, _ = _median_time(lambda: estimate(candidate), PARAM_REPEATS)
+    print(f"closed-form estimate (pre-filter): median {med * 1e6:.0f} us per candidate")
 
     count_params_from_config(candidate)  # warm-up: imports, first-call overheads
     params, backbone = count_params_from_config(candidate)
@@ -75,12 +55,7 @@ def main() -> None:
         f" ms: {verdict}  [{params / 1e6:.3f}M params, {backbone / 1e6:.3f}M backbone]"
     )
 
-    if isinstance(candidate, _TimmBuilder):
-        model = candidate.build(num_classes=1000, in_chans=3)
-    else:
-        from archsearch.models import build_model
-
-        model = build_model(candidate, num_classes=1000, in_chans=3, img_size=224)
+    model = build_model(candidate, num_classes=1000, in_chans=3, img_size=224)
     report = count(model, img_size=224)  # warm-up
     med, times = _median_time(lambda: count(model, img_size=224), MAC_REPEATS)
     verdict = "ok" if med < MAC_TARGET_S else "OVER TARGET"
