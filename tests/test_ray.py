@@ -129,7 +129,7 @@ def test_over_budget_candidates_never_reach_ray(tmp_path, local_ray) -> None:
     trained = df[df.epochs.fillna(0) > 0]
     assert (trained.params <= 45_000).all()
     pruned = df[df.state == "PRUNED"]  # ASHA may stop weak trials after their first epoch
-    assert pruned.error.str.startswith("stopped by ASHA after epoch 1").all()
+    assert pruned.error.str.match(r"stopped by ASHA after epoch [12] at accuracy").all()
     assert set(df.state) <= {"COMPLETE", "PRUNED"}
 
 
