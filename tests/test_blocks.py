@@ -179,3 +179,27 @@ def test_performer_projections_are_fixed() -> None:
     tok = T2TTokenizer(3, 32, kind="performer")
     assert not tok.t2t1.w.requires_grad
     assert tok.t2t1.w.shape == (32, 64)  # m = 32 random features of the 64-d tokens
+
+
+@pytest.mark.parametrize("hw", [(1, 1), (2, 3), (4, 4), (7, 7), (9, 6)])
+@pytest.mark.parametrize("dilation", ATROUS_DILATIONS)
+def test_dilated_depthwise_taps_equal_the_convolution(hw, dilation: int) -> None:
+    from archsearch.layers.sra import dilated_depthwise_taps
+
+    x = torch.randn(2, 5, *hw, requires_grad=True)
+    w = torch.randn(5, 1, 3, 3, requires_grad=True)
+    conv = F.conv2d(x, w, padding=dilation, dilation=dilation, groups=5)
+    taps = dilated_depthwise_taps(x, w, dilation)
+    torch.testing.assert_close(taps, conv)
+    g1 = torch.autograd.grad(conv.square().sum(), (x, w))
+    g2 = torch.autograd.grad(taps.square().sum(), (x, w))
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b)
+
+
+def test_asa_train_and_eval_paths_agree() -> None:
+    m = SpatialReductionAttention(16, 2, sr_ratio=2, atrous=True, recursion=2)
+    x = torch.randn(2, 36, 16)
+    out_train = m.train()(x, (6, 6))
+    out_eval = m.eval()(x, (6, 6))
+    torch.testing.assert_close(out_train, out_eval)
