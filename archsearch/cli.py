@@ -373,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="default",
         help="built-in space name (default, hierarchical, columnar, tiny) or YAML file",
     )
-    r.add_argument("--trials", type=int, help="trained candidates to evaluate (CPU: 20)")
+    r.add_argument("--trials", type=int, help="trained candidates to evaluate (CPU: 30)")
     r.add_argument(
         "--timeout", type=float, help="stop starting trials after this many seconds (CPU: 780)"
     )

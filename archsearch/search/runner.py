@@ -52,7 +52,7 @@ OBJECTIVES = {
 }
 
 #: Per-device defaults for the search itself (the proxy schedule has its own).
-CPU_DEFAULTS = {"trials": 20, "timeout": 13 * 60.0}
+CPU_DEFAULTS = {"trials": 30, "timeout": 13 * 60.0}
 GPU_DEFAULTS = {"trials": 100, "timeout": None}
 
 #: Options that define a run: changing any of them for an existing run directory needs --force.

@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 log = get_logger("train.proxy")
-# CPU: sized so that the default search (a baseline plus ~20 candidates) fits in 13 minutes
+# CPU: sized so that the default search (a baseline plus 30 candidates) fits in 13 minutes
 # on 2 cores; validation on 2000 held-out training images.
 _CPU_DEFAULTS: dict[str, Any] = {
     "epochs": 2,
