@@ -171,3 +171,20 @@ def test_build_at_other_sizes() -> None:
     lvt = build_model(reference_config("lvt"), num_classes=4).eval()
     with torch.no_grad():
         assert lvt(torch.randn(1, 3, 256, 256)).shape == (1, 4)
+
+
+def test_lookup_grid_never_exceeds_the_token_grid() -> None:
+    from archsearch.cost.analytic import estimate
+
+    cfg = reference_config("lookupvit_tiny")  # 5x5 compressed grid
+    model = build_model(cfg, num_classes=3, img_size=32).eval()  # 2x2 lookup tokens at 32 px
+    with torch.no_grad():
+        feats = model.forward_features(torch.randn(1, 3, 32, 32))
+        assert feats.shape[1] == 4 + 4
+        assert model.forward_head(feats).shape == (1, 3)
+    from archsearch.cost import count
+
+    assert (
+        count(model, img_size=32, num_classes=3).macs
+        == estimate(cfg, img_size=32, num_classes=3, pos_embed_size=32).macs
+    )

@@ -272,7 +272,7 @@ def estimate(
         total.add(params=(extra + pos_side * pos_side) * d)
     total.add(params=extra * d)
     blocks = Estimate()
-    m = first.lookup_grid**2 if first.mixer == "lookup" else 0
+    m = min(first.lookup_grid, side) ** 2 if first.mixer == "lookup" else 0  # M <= N
     if m:
         blocks.add(macs=4 * m * d)  # bilinear resize to the compressed grid
     for i in range(first.depth):

@@ -29,11 +29,13 @@ from .block import Block, cb_points, make_mlp
 __all__ = ["LookupBlock", "compress_tokens"]
 
 
-def compress_tokens(tokens: torch.Tensor, hw: tuple[int, int], grid: int) -> torch.Tensor:
-    """Bilinear resize of the lookup grid ``(B, H*W, C)`` to ``(B, grid*grid, C)``."""
+def compress_tokens(
+    tokens: torch.Tensor, hw: tuple[int, int], grid: tuple[int, int]
+) -> torch.Tensor:
+    """Bilinear resize of the lookup grid ``(B, H*W, C)`` to ``(B, gh*gw, C)``."""
     b, n, c = tokens.shape
     m = tokens.transpose(1, 2).reshape(b, c, *hw)
-    m = F.interpolate(m, size=(grid, grid), mode="bilinear", align_corners=False)
+    m = F.interpolate(m, size=grid, mode="bilinear", align_corners=False)
     return m.flatten(2).transpose(1, 2)
 
 

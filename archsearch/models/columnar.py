@@ -105,7 +105,11 @@ class ColumnarNet(TimmHeadMixin, nn.Module):
 
     # ---------------------------------------------------------------- LookupViT controls
     def set_compressed_grid(self, grid: int) -> None:
-        """Change LookupViT's compressed grid side (M = grid ** 2) at run time."""
+        """Change LookupViT's compressed grid side (M = grid ** 2) at run time.
+
+        On inputs whose token grid is smaller than ``grid`` the compressed grid is clipped to the
+        token grid, so there are never more compressed tokens than lookup tokens.
+        """
         if not self.lookup:
             raise ValueError("set_compressed_grid: this model has no LookupViT blocks")
         if grid < 1:
@@ -132,7 +136,10 @@ class ColumnarNet(TimmHeadMixin, nn.Module):
             for blk in self.blocks:
                 x = self._run(blk, x)
             return self.norm(x)
-        c = compress_tokens(x, hw, self.compressed_grid)
+        # never more compressed tokens than lookup tokens (small proxy images): M <= N
+        grid = (min(self.compressed_grid, hw[0]), min(self.compressed_grid, hw[1]))
+        self._compressed_tokens = grid[0] * grid[1]
+        c = compress_tokens(x, hw, grid)
         for blk in self.blocks:
             x, c = self._run(blk, x, c)
         assert self.norm_c is not None
@@ -140,7 +147,7 @@ class ColumnarNet(TimmHeadMixin, nn.Module):
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if self.lookup:
-            m = self.compressed_grid**2
+            m = getattr(self, "_compressed_tokens", self.compressed_grid**2)
             x = torch.cat([x[:, :-m].mean(dim=1), x[:, -m:].mean(dim=1)], dim=-1)
         elif self.global_pool == "token":
             x = x[:, 0]
