@@ -487,13 +487,14 @@ def execute(plan: Plan, progress: Progress | None = None, *, worker: bool = Fals
     return front
 
 
-def _front(plan: Plan, study: Any) -> Any:
+def _front(plan: Plan, study: Any, rows: list[dict[str, Any]] | None = None) -> Any:
+    """The current Pareto front (a DataFrame) of the study, or of already loaded ``rows``."""
     import pandas as pd
 
     from ..pareto import pareto_table
     from .study import trial_rows
 
-    df = pd.DataFrame(trial_rows(study))
+    df = pd.DataFrame(rows if rows is not None else trial_rows(study))
     if df.empty or "proxy_accuracy" not in df:
         return df
     table = pareto_table(df, plan.objectives, feasible_col="feasible")
@@ -505,7 +506,7 @@ def _after_trial(plan: Plan, study: Any, ft: Any, progress: Progress) -> None:
 
     rows = trial_rows(study)
     row = next(r for r in rows if r["trial"] == ft.number)
-    front = _front(plan, study)
+    front = _front(plan, study, rows)
     keep = set(front["trial"]) if "trial" in front else set()
     prune_weights(plan.run_dir, rows, keep)
     write_trials_csv(study, plan.run_dir / "trials.csv", rows=rows)
