@@ -414,10 +414,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="median pruning of weak trials (single-objective runs)",
     )
     r.add_argument(
-        "--no-baselines",
-        dest="baselines",
-        action="store_false",
-        help="do not train the reference designs that fit the budget",
+        "--baselines",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also train the reference designs that fit the budget, under the same proxy "
+        "(default: on; --no-baselines to skip)",
     )
     r.add_argument("--compile", action="store_true", help="torch.compile candidates (GPU)")
     g = r.add_argument_group("distributed search on Ray Tune (pip install 'archsearch[ray]')")
