@@ -28,3 +28,13 @@ def tiny_run(out: Path, **overrides: Any) -> Path:
     """Run the tiny search into ``out`` and return it."""
     execute(prepare(tiny_options(out, **overrides)))
     return out
+
+
+def two_member_space(folder: Path) -> Path:
+    """A space with exactly two architectures (conv or CSA in one block): forces repeats."""
+    path = folder / "two.yaml"
+    path.write_text(
+        "macro: hierarchical\ntokenizer: {kind: overlap_patch, patch_size: 4}\n"
+        "stages:\n  - {depth: 1, dim: 16, heads: 1, mixer: [conv, csa]}\n"
+    )
+    return path

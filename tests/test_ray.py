@@ -23,7 +23,7 @@ from archsearch.search.results import HEAD_COLUMNS, TAIL_COLUMNS  # noqa: E402
 from archsearch.search.space import load_space  # noqa: E402
 from archsearch.search.study import load_study  # noqa: E402
 
-from ._tiny import TINY_RUN  # noqa: E402
+from ._tiny import TINY_RUN, two_member_space  # noqa: E402
 
 FAST = dict(
     **TINY_RUN,
@@ -134,11 +134,7 @@ def test_over_budget_candidates_never_reach_ray(tmp_path, local_ray) -> None:
 
 
 def test_repeated_architectures_are_trained_once(tmp_path, local_ray) -> None:
-    space = tmp_path / "two.yaml"
-    space.write_text(
-        "macro: hierarchical\ntokenizer: {kind: overlap_patch, patch_size: 4}\n"
-        "stages:\n  - {depth: 1, dim: 16, heads: 1, mixer: [conv, csa]}\n"
-    )
+    space = two_member_space(tmp_path)
     out = tmp_path / "run"
     execute(prepare(_opts(out, space=str(space), trials=5, sampler="random")))
     df = pd.read_csv(out / "trials.csv")

@@ -18,7 +18,7 @@ from archsearch.search import RunOptions, execute, prepare
 from archsearch.search.results import TRIAL_COLUMNS
 from archsearch.search.study import load_study
 
-from ._tiny import TINY_RUN
+from ._tiny import TINY_RUN, two_member_space
 
 FAST = TINY_RUN
 CLI = [sys.executable, "-m", "archsearch.cli"]
@@ -101,11 +101,7 @@ def test_same_seed_same_archids_and_accuracies(tmp_path) -> None:
 
 
 def test_duplicate_archid_is_never_trained_again(tmp_path) -> None:
-    space = tmp_path / "two.yaml"
-    space.write_text(
-        "macro: hierarchical\ntokenizer: {kind: overlap_patch, patch_size: 4}\n"
-        "stages:\n  - {depth: 1, dim: 16, heads: 1, mixer: [conv, csa]}\n"
-    )
+    space = two_member_space(tmp_path)
     out = tmp_path / "run"
     execute(prepare(_opts(out, space=str(space), trials=4, sampler="random")))
     df = pd.read_csv(out / "trials.csv")
