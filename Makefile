@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.archsearch-installed
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
-RUN_ARGS ?= --budget 3.5M-params
+RUN_ARGS ?= --budget 3.5M-params --out runs/default-3.5M-params
 
 .PHONY: install data test lint run bench clean
 

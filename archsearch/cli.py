@@ -6,42 +6,16 @@ import argparse
 import json
 import logging
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any
 
+from .console import ConsoleProgress, _err, _m, _out, _table
 from .errors import ArchsearchError
-from .search.runner import Progress as _ProgressBase
+from .settings import add_arguments
 
 __all__ = ["main"]
 
 MAC_NOTE = "MACs: multiply-accumulates (fvcore convention; what most papers call FLOPs)"
-
-
-def _out(text: str = "") -> None:
-    sys.stdout.write(text + "\n")
-
-
-def _err(text: str) -> None:
-    sys.stderr.write(text + "\n")
-    sys.stderr.flush()
-
-
-def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    lines = ["  ".join(str(h).ljust(w) for h, w in zip(header, widths))]
-    lines.append("  ".join("-" * w for w in widths))
-    for r in rows:
-        lines.append(
-            "  ".join(
-                str(x).rjust(w) if i else str(x).ljust(w) for i, (x, w) in enumerate(zip(r, widths))
-            )
-        )
-    return "\n".join(lines)
-
-
-def _m(n: float | None, scale: float = 1e6, digits: int = 2) -> str:
-    return "-" if n is None else f"{n / scale:.{digits}f}"
 
 
 def _dev(value: float, published: float | None) -> str:
@@ -141,145 +115,11 @@ def cmd_count(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- run
-class ConsoleProgress(_ProgressBase):
-    """Live progress on stderr: one updating line on a terminal, plain lines otherwise."""
-
-    def __init__(self, quiet: bool = False) -> None:
-        self.quiet = quiet
-        self.tty = sys.stderr.isatty()
-        self.t0 = time.monotonic()
-        self.durations: list[float] = []
-        self.head = ""
-        self.best: float | None = None
-        self.front = 0
-        self.total = 0
-        self.timeout: float | None = None
-        self.trial_t0 = self.t0
-
-    def _elapsed(self) -> str:
-        from .search.runner import fmt_seconds
-
-        el = time.monotonic() - self.t0
-        left = None
-        if self.durations and self.total:
-            left = (sum(self.durations) / len(self.durations)) * max(
-                0, self.total - len(self.durations)
-            )
-            if self.timeout:
-                left = min(left, max(0.0, self.timeout - el))
-        return f"{fmt_seconds(el)} elapsed, ~{fmt_seconds(left)} left"
-
-    def _status(self) -> str:
-        best = "-" if self.best is None else f"{self.best:.4f}"
-        return f"best {best} | front {self.front} | {self._elapsed()}"
-
-    def _emit(self, text: str, final: bool = False) -> None:
-        if self.quiet:
-            return
-        if self.tty:
-            sys.stderr.write("\r\x1b[2K" + text[:200] + ("\n" if final else ""))
-            sys.stderr.flush()
-        elif final:
-            _err(text)
-
-    def start(self, plan: Any, done: int) -> None:
-        self.total, self.timeout = plan.trials, plan.timeout
-        if self.quiet:
-            return
-        res = plan.settings["resolved"]
-        proxy = res["proxy_target"]
-        tgt = res["cost_target"]
-        _err(f"archsearch run -> {plan.run_dir}" + (" (resuming)" if plan.resumed else ""))
-        _err(
-            f"  space {plan.space.name}, budget {plan.budget}, objectives "
-            f"{','.join(plan.objectives)}, sampler {plan.options.sampler}, seed "
-            f"{plan.options.seed}"
-        )
-        _err(
-            f"  costs at {tgt['in_chans']}x{tgt['img_size']}x{tgt['img_size']}, "
-            f"{tgt['num_classes']} classes; proxy: {proxy['dataset']} "
-            f"{proxy['in_chans']}x{proxy['img_size']}x{proxy['img_size']}, "
-            f"{plan.schedule.epochs} epochs on {plan.schedule.subset or proxy['train_images']} "
-            f"images, device {plan.device}"
-        )
-        _err(
-            f"  {plan.trials} trained candidates"
-            + (f" or {plan.timeout:.0f}s" if plan.timeout else "")
-            + (f", {done} already done" if done else "")
-            + (f"; baselines: {', '.join(plan.baselines)}" if plan.baselines else "")
-        )
-
-    def trial_start(self, index: int, total: int, number: int, desc: str, kind: str) -> None:
-        self.trial_t0 = time.monotonic()
-        label = kind if kind != "trial" else f"[{index}/{total}] trial {number}"
-        self.head = f"{label}: {desc}"
-        self._emit(f"{self.head} | {self._status()}")
-
-    def epoch(self, epoch: int, epochs: int, accuracy: float) -> None:
-        self._emit(f"{self.head} | epoch {epoch}/{epochs} acc {accuracy:.4f} | {self._status()}")
-
-    def trial_end(self, row: dict[str, Any], best: float | None, front: int) -> None:
-        self.best, self.front = best, front
-        if row.get("epochs"):
-            self.durations.append(time.monotonic() - self.trial_t0)
-        if row["state"] != "COMPLETE":
-            what = f"{row['state'].lower()}: {row['error']}"
-        elif not row["feasible"]:
-            what = f"infeasible ({row['error']})"
-        elif row.get("reused_from") is not None:
-            what = f"acc {row['proxy_accuracy']:.4f} (reused trial {row['reused_from']})"
-        else:
-            what = f"acc {row['proxy_accuracy']:.4f} in {row['train_seconds']:.0f}s"
-        cost = f"{_m(row['params'])}M params, {_m(row['macs'], 1e9, 3)} GMACs"
-        self._emit(f"{self.head} -> {what}; {cost} | {self._status()}", final=True)
-
-    def finish(self, plan: Any, front: Any) -> None:
-        if self.quiet:
-            return
-        _err("")
-        if front is None or len(front) == 0:
-            _out("No feasible trained candidate yet; nothing on the Pareto front.")
-            return
-        rows = []
-        for _, r in front.sort_values("proxy_accuracy", ascending=False).iterrows():
-            rows.append(
-                [
-                    str(r["trial"]),
-                    str(r["archid"]),
-                    f"{r['proxy_accuracy']:.4f}",
-                    _m(r["params"]),
-                    _m(r["macs"], 1e9, 3),
-                    "-"
-                    if r.get("latency_ms") is None or r.get("latency_ms") != r.get("latency_ms")
-                    else f"{r['latency_ms']:.1f}",
-                    r["baseline"] or "",
-                    "*" if r.get("knee") else "",
-                ]
-            )
-        _out(f"Pareto front ({len(rows)} of the run's trials; * = knee):")
-        _out(
-            _table(
-                rows,
-                [
-                    "trial",
-                    "archid",
-                    "accuracy",
-                    "params(M)",
-                    "GMACs",
-                    "lat(ms)",
-                    "baseline",
-                    "knee",
-                ],
-            )
-        )
-        _out(f"Results in {plan.run_dir} (trials.csv, run.yaml, study.journal, weights/).")
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    from .search.runner import RunOptions, execute, prepare
+    from .search import execute, prepare
+    from .settings import from_namespace
 
-    fields = RunOptions.__dataclass_fields__
-    opts = RunOptions(**{k: getattr(args, k) for k in fields if hasattr(args, k)})
+    opts = from_namespace(args)
     plan = prepare(opts)
     progress = ConsoleProgress(quiet=opts.quiet)
     try:
@@ -327,6 +167,29 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from .calibrate import calibrate
+
+    common = {"backend": args.backend, "device": args.device, "quiet": args.quiet}
+    if args.seed is not None:
+        common["seed"] = args.seed
+    progress = ConsoleProgress(quiet=args.quiet)
+    try:
+        result = calibrate(
+            args.run_dir, space=args.space, budget=args.budget, out=args.out,
+            designs=args.designs, seeds=args.seeds, reference_factor=args.reference_factor,
+            progress=progress, **common,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        _err("\narchsearch: interrupted; run the same command again to resume the calibration")
+        return 130
+    _out(result["analysis"].get("verdict", ""))
+    for key in ("csv", "json", "png", "html"):
+        if result.get(key):
+            _out(f"{key}: {result[key]}")
+    return 0
+
+
 # ---------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -363,83 +226,34 @@ def build_parser() -> argparse.ArgumentParser:
         "training, train survivors by a short proxy schedule and rank them. "
         f"{MAC_NOTE}; a params budget counts the backbone (no classifier).",
     )
-    r.add_argument(
-        "--budget",
-        required=True,
-        help="e.g. 3.5M-params, 0.9G-macs (flops = MACs), 5ms-latency, or several joined by commas",
-    )
-    r.add_argument(
-        "--space",
-        default="default",
-        help="built-in space name (default, hierarchical, columnar, tiny) or YAML file",
-    )
-    r.add_argument("--trials", type=int, help="trained candidates to evaluate (CPU: 30)")
-    r.add_argument(
-        "--timeout", type=float, help="stop starting trials after this many seconds (CPU: 780)"
-    )
-    r.add_argument(
-        "--dataset",
-        default="fashion-mnist",
-        help="fashion-mnist, cifar10, cifar100, imagefolder:PATH or synthetic",
-    )
-    r.add_argument("--data-dir", help="where the dataset files are")
-    r.add_argument("--download", action="store_true", help="download cifar10/cifar100 if missing")
-    r.add_argument("--epochs", type=int, help="proxy epochs")
-    r.add_argument("--subset", type=int, help="training images per proxy run")
-    r.add_argument("--batch-size", type=int)
-    r.add_argument("--proxy-img-size", type=int, help="image side for proxy training")
-    r.add_argument("--img-size", type=int, default=224, help="cost target input side")
-    r.add_argument("--in-chans", type=int, default=3, help="cost target input channels")
-    r.add_argument("--num-classes", type=int, default=1000, help="cost target classes")
-    r.add_argument("--sampler", choices=["tpe", "nsga2", "random"], default="tpe")
-    r.add_argument(
-        "--objectives",
-        default="accuracy,macs",
-        help="accuracy followed by costs among params, macs, latency",
-    )
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N")
-    r.add_argument("--name", help="run name: results/NAME")
-    r.add_argument("--out", help="run directory (instead of results/NAME)")
-    r.add_argument("--workers", type=int, default=1, help="worker processes sharing the study")
-    r.add_argument(
-        "--force",
-        action="store_true",
-        help="start over in a run directory that holds a different run",
-    )
-    r.add_argument("--quiet", action="store_true", help="no progress display")
-    r.add_argument(
-        "--pruner",
-        action="store_true",
-        help="median pruning of weak trials (single-objective runs)",
-    )
-    r.add_argument(
-        "--baselines",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="also train the reference designs that fit the budget, under the same proxy "
-        "(default: on; --no-baselines to skip)",
-    )
-    r.add_argument("--compile", action="store_true", help="torch.compile candidates (GPU)")
-    g = r.add_argument_group("distributed search on Ray Tune (pip install 'archsearch[ray]')")
-    g.add_argument("--backend", choices=["local", "ray"], default="local")
-    g.add_argument(
-        "--ray-address", help="auto, or HOST:PORT of a running cluster (default: start Ray locally)"
-    )
-    g.add_argument(
-        "--gpus-per-trial",
-        type=float,
-        help="GPUs per trial (default: 1 if the cluster has GPUs, else 0)",
-    )
-    g.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (default: 1)")
-    g.add_argument("--max-concurrent", type=int, help="trials running at once")
-    g.add_argument(
-        "--scheduler",
-        choices=["none", "asha"],
-        default="none",
-        help="asha: early-stop weak trials on proxy accuracy",
-    )
+    add_arguments(r)
     r.set_defaults(func=cmd_run)
+
+    cal = sub.add_parser(
+        "calibrate",
+        help="measure how well the proxy ranks designs (seeds, longer reference training)",
+        description="Train K designs at the proxy tier with S seeds and once at a reference "
+        "tier (10x the proxy's images x epochs, full validation split) and report the noise "
+        "floor and rank correlations with 95%% intervals. Give a run folder (its trained "
+        "designs; results go into it) or --budget (and --space) to sample designs.",
+    )
+    cal.add_argument("run_dir", metavar="RUN_DIR", nargs="?", help="a run folder to calibrate")
+    cal.add_argument("--space", help="space to sample designs from (with --budget)")
+    cal.add_argument("--budget", help="budget sampled designs must meet")
+    cal.add_argument("--out", help="folder of a space calibration")
+    cal.add_argument("--designs", type=int, default=12, help="designs K (default 12)")
+    cal.add_argument("--seeds", type=int, default=3, help="proxy seeds S per design (default 3)")
+    cal.add_argument(
+        "--reference-factor",
+        type=float,
+        default=10.0,
+        help="reference images x epochs over the proxy's (default 10)",
+    )
+    cal.add_argument("--seed", type=int, help="run seed (space calibration; default 0)")
+    cal.add_argument("--backend", choices=["local", "ray"], default="local")
+    cal.add_argument("--device", default="auto")
+    cal.add_argument("--quiet", action="store_true")
+    cal.set_defaults(func=cmd_calibrate)
 
     rep = sub.add_parser(
         "report",

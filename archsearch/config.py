@@ -268,8 +268,13 @@ class ArchConfig:
 
     @property
     def archid(self) -> str:
-        """Stable 12-hex-digit id: SHA-1 of the canonical JSON."""
-        return hashlib.sha1(self.to_json().encode()).hexdigest()[:12]
+        """Stable 12-hex-digit id of the architecture alone: SHA-1 of its canonical JSON (see
+        :func:`archsearch.blocks.canonical`: no training-only fields, unread fields at their
+        defaults), so equal networks share one id."""
+        from .blocks import canonical
+
+        text = json.dumps(canonical(self), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha1(text.encode()).hexdigest()[:12]
 
     def cb_enabled(self, block_index: int) -> bool:
         """Whether Context Broadcasting applies to the block with this global index."""

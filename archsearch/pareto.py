@@ -300,6 +300,8 @@ def _candidates(
         ok &= np.array([bool(v) and not pd.isna(v) for v in df[feasible_col]], dtype=bool)
     if "state" in df.columns:
         ok &= np.array([getattr(s, "name", s) == "COMPLETE" for s in df["state"]], dtype=bool)
+    if "reused_from" in df.columns:  # a repeat of an evaluated architecture is no second point
+        ok &= df["reused_from"].isna().to_numpy(dtype=bool)
     values[~ok] = np.nan
     return values
 

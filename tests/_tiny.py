@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from archsearch.search import RunOptions, execute, prepare
+from archsearch.search import execute, prepare
+from archsearch.settings import RunSettings
 
 #: A two-stage toy space on synthetic data, one short epoch per candidate, no baselines.
 TINY_RUN: dict[str, Any] = dict(
@@ -20,8 +21,8 @@ TINY_RUN: dict[str, Any] = dict(
 )
 
 
-def tiny_options(out: Path, **overrides: Any) -> RunOptions:
-    return RunOptions(**{"budget": "100K-params", "out": str(out), **TINY_RUN, **overrides})
+def tiny_options(out: Path, **overrides: Any) -> RunSettings:
+    return RunSettings(**{"budget": "100K-params", "out": str(out), **TINY_RUN, **overrides})
 
 
 def tiny_run(out: Path, **overrides: Any) -> Path:

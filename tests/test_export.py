@@ -22,8 +22,8 @@ from archsearch.errors import ExportError
 from archsearch.export import export
 from archsearch.models import build_model
 from archsearch.pareto import pareto_table
-from archsearch.search.results import trials_frame
-from archsearch.search.study import load_study, trial_rows
+from archsearch.records import read_trials, trials_frame
+from archsearch.search.study import load_study, to_record
 from archsearch.train.data import load_dataset
 from archsearch.train.proxy import load_weights
 
@@ -38,7 +38,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _table(run: Path) -> pd.DataFrame:
-    df = trials_frame(trial_rows(load_study(run)), run_dir=run)
+    df = read_trials(run / "trials.csv")
     return pareto_table(df, ["accuracy", "macs"], feasible_col="feasible")
 
 
@@ -225,7 +225,7 @@ def test_a_failed_export_leaves_nothing_behind(
     def broken(*args: object) -> None:
         raise ExportError("boom")
 
-    monkeypatch.setattr(export_mod, "_verify", broken)
+    monkeypatch.setattr(export_mod.folder, "_verify", broken)
     with pytest.raises(ExportError, match="boom"):
         export(run, knee=True, out=tmp_path / "out")
     assert list((tmp_path / "out").iterdir()) == []
@@ -276,7 +276,9 @@ def test_missing_weights_say_why_and_suggest_retraining(run: Path, tmp_path: Pat
 
 def test_unfinished_unknown_and_bad_requests_are_refused(run: Path, tmp_path: Path) -> None:
     copy = _copy_run(run, tmp_path / "run")
-    running = load_study(copy).ask()  # a trial still being trained
+    study = load_study(copy)
+    running = study.ask()  # a trial still being trained
+    trials_frame([to_record(t) for t in study.trials]).to_csv(copy / "trials.csv", index=False)
     out = tmp_path / "out"
     with pytest.raises(ExportError, match=rf"trial {running.number}: .*got RUNNING"):
         export(copy, trial=running.number, out=out)
@@ -299,7 +301,7 @@ def test_infeasible_trials_and_empty_fronts_are_refused(
     run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first = int(_table(run)["trial"].min())
-    real = export_mod._trials
+    real = export_mod.read_table
 
     def infeasible(path: Path) -> pd.DataFrame:
         df = real(path)
@@ -307,8 +309,27 @@ def test_infeasible_trials_and_empty_fronts_are_refused(
         df["error"] = "params 120K > 100K"
         return df
 
-    monkeypatch.setattr(export_mod, "_trials", infeasible)
+    monkeypatch.setattr(export_mod, "read_table", infeasible)
     with pytest.raises(ExportError, match=r"infeasible one \(params 120K > 100K\)"):
         export(run, trial=first, out=tmp_path / "out")
     with pytest.raises(ExportError, match="Pareto front, found none"):
         export(run, knee=True, out=tmp_path / "out")
+
+
+def test_report_and_export_need_no_journal(run: Path, tmp_path: Path) -> None:
+    from archsearch.report import write_report
+
+    with_journal = _copy_run(run, tmp_path / "with" / "run")
+    without = _copy_run(run, tmp_path / "without" / "run")
+    (without / "study.journal").unlink()
+    fronts = [pd.read_csv(write_report(r)["pareto_csv"]) for r in (with_journal, without)]
+    pd.testing.assert_frame_equal(fronts[0], fronts[1])
+    a = export(with_journal, knee=True, out=tmp_path / "a")[0]
+    b = export(without, knee=True, out=tmp_path / "b")[0]
+    assert a.name == b.name
+    assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
+    ca, cb = _config(a), _config(b)
+    for cfg in (ca, cb):
+        cfg["archsearch"].pop("run_dir")
+        cfg["pretrained_cfg"].pop("description", None)
+    assert ca == cb

@@ -16,9 +16,10 @@ from optuna.trial import TrialState
 
 from archsearch.errors import ArchsearchError
 from archsearch.pareto import pareto_table
+from archsearch.records import trials_frame
 from archsearch.report import load_run, write_report
 from archsearch.report.plots import pareto_figure
-from archsearch.search.study import load_study, open_study, trial_rows
+from archsearch.search.study import load_study, open_study, to_record
 
 from ._tiny import tiny_run
 
@@ -64,6 +65,12 @@ def _fake_run(root: Path, *, budget: str = "1M-params,500M-macs", baselines: tup
     return open_study(root, ["maximize", "minimize"], optuna.samplers.RandomSampler(seed=0))
 
 
+def _sync(run: Path, study: optuna.Study) -> None:
+    """Write trials.csv from the study, as the run driver does after every trial."""
+    table = trials_frame([to_record(t) for t in study.trials])
+    table.to_csv(run / "trials.csv", index=False)
+
+
 def _fake_trial(
     archid: str,
     acc: float,
@@ -84,6 +91,7 @@ def _fake_trial(
         "params": params,
         "macs": macs,
         "proxy_accuracy": acc,
+        "val_images": 2000,
         "epochs": 1,
         "config": "{}",
         **attrs,
@@ -112,9 +120,10 @@ def test_report_writes_every_file_on_a_finished_run(run_dir: Path, report: dict)
 def test_pareto_csv_is_the_front_and_agrees_with_optuna(run_dir: Path, report: dict) -> None:
     front = pd.read_csv(report["pareto_csv"])
     study = load_study(run_dir)
-    table = pareto_table(pd.DataFrame(trial_rows(study)), ["accuracy", "macs"])
+    table = pareto_table(trials_frame([to_record(t) for t in study.trials]), ["accuracy", "macs"])
     assert sorted(front["trial"]) == sorted(table.loc[table.pareto_rank == 0, "trial"])
-    assert sorted(front["trial"]) == sorted(t.number for t in study.best_trials)
+    best = [t.number for t in study.best_trials if "reused_from" not in t.user_attrs]
+    assert sorted(front["trial"]) == sorted(best)
     assert list(front["proxy_accuracy"]) == sorted(front["proxy_accuracy"], reverse=True)
     assert front["knee"].sum() == 1
     for col in ("stage1.mixer", "cb.kind", "params", "macs", "total_params", "crowding"):
@@ -129,7 +138,7 @@ def test_html_is_self_contained(run_dir: Path, report: dict) -> None:
     front = pd.read_csv(report["pareto_csv"])
     knee = int(front.loc[front["knee"], "trial"].iloc[0])
     assert f"Knee of the Pareto front: trial {knee}," in html
-    assert "100K-params" in html and "tiny.yaml" in html
+    assert "100K-params" in html and "space" in html.lower() and "tiny" in html
     assert "stage1.mixer" in html  # per-dimension summary
 
 
@@ -138,6 +147,7 @@ def test_report_while_a_trial_is_running(run_dir: Path, tmp_path: Path) -> None:
     shutil.copytree(run_dir, copy)
     study = load_study(copy)
     study.ask()  # left RUNNING
+    _sync(copy, study)
     paths = write_report(copy)
     html = paths["html"].read_text()
     assert "RUNNING" in html
@@ -146,11 +156,11 @@ def test_report_while_a_trial_is_running(run_dir: Path, tmp_path: Path) -> None:
     _check_html(html)
 
 
-@pytest.mark.parametrize("content", [(), ("run.yaml",), ("study.journal",)])
+@pytest.mark.parametrize("content", [(), ("study.journal",), ("trials.csv",)])
 def test_not_a_run_directory(tmp_path: Path, content: tuple) -> None:
     for name in content:
         (tmp_path / name).write_text("")
-    with pytest.raises(ArchsearchError, match="expected run.yaml and study.journal in it"):
+    with pytest.raises(ArchsearchError, match="expected an archsearch run folder, got no run.yaml"):
         write_report(tmp_path)
     with pytest.raises(ArchsearchError, match="no such directory"):
         write_report(tmp_path / "missing")
@@ -177,6 +187,7 @@ def test_infeasible_only_study_and_escaping(tmp_path: Path) -> None:
     study = _fake_run(run, baselines=("lvt",))
     bad = "params 2M > budget 1M <script>alert(1)</script> see https://example.invalid/x"
     study.add_trial(_fake_trial("a1", 0.0, 2_000_000, 10**8, feasible=False, error=bad))
+    _sync(run, study)
     paths = write_report(run)
     html = paths["html"].read_text()
     _check_html(html)
@@ -203,13 +214,23 @@ def test_baselines_and_conditional_dimensions(tmp_path: Path) -> None:
     again = {"family": h, f"{h}.stage1.mixer": "csa"}
     study.add_trial(_fake_trial("d0", 0.80, 500_000, 10**8, again, latency_ms=1.0, reused_from=0))
     study.add_trial(_fake_trial("ref", 0.74, 900_000, 4 * 10**8, baseline="lvt"))
+    _sync(run, study)
     paths = write_report(run)
     html = paths["html"].read_text()
     _check_html(html)
-    assert "Best candidate 0.800 vs lvt: 0.740 at 900.00K params, 400.00M MACs" in html
+    assert (
+        "Best candidate (0.800 ± 0.018) is more accurate than lvt: 0.740 ± 0.019 at 900.00K "
+        "params, 400.00M MACs" in html
+    )
+    assert "seed noise is not measured" in html
+    # with the seed spread a calibration measured, the same gap is no longer a claim
+    (run / "calibration.json").write_text('{"noise": {"proxy_seed_std_mean": 0.03}}')
+    html = write_report(run)["html"].read_text()
+    assert "Best candidate (0.800 ± 0.061) is tied with (intervals overlap) lvt" in html
     front = pd.read_csv(paths["pareto_csv"])
-    assert {0, 8} <= set(front["trial"])  # the reused duplicate is on the front too
-    assert sorted(front["trial"]) == sorted(t.number for t in study.best_trials)
+    assert 0 in set(front["trial"]) and 8 not in set(front["trial"])  # a repeat: no 2nd point
+    best = {t.number for t in study.best_trials} - {8}
+    assert sorted(front["trial"]) == sorted(best)
     data = load_run(run)
     names = {p.name for p in paths["plots"]}
     assert {"pareto_macs.png", "pareto_params.png", "pareto_latency.png", "dimensions.png"} <= names

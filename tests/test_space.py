@@ -7,9 +7,9 @@ import pytest
 from archsearch.config import ArchConfig
 from archsearch.cost.analytic import estimate
 from archsearch.cost.budget import parse_budget
+from archsearch.cost.candidate import CostTarget
 from archsearch.errors import BudgetError, SpaceError
-from archsearch.search.evaluate import CostTarget
-from archsearch.search.runner import check_budget_reachable
+from archsearch.search.plan import check_budget_reachable
 from archsearch.search.space import builtin_spaces, load_space
 
 

@@ -15,7 +15,8 @@ from .count import (
     mac_analysis,
     resolve_target,
 )
-from .handles import IGNORED_OPS, MAC_HANDLES, einsum_macs, sdpa_macs
+from .handles import MAC_HANDLES, einsum_macs, sdpa_macs
+from .ignored import IGNORED_OPS
 from .latency import LatencyReport, measure_latency
 
 __all__ = [

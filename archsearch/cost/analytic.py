@@ -6,127 +6,25 @@ accumulate is one MAC; a Linear or convolution costs ``outputs x inputs-per-outp
 ``scaled_dot_product_attention`` costs ``heads x L x S x (d + d_v)``; a matmul ``prod(A) x
 B[-1]``; LayerNorm 5 per element, eval-mode BatchNorm 2 per element, bilinear resize 4 per output
 element; elementwise work, softmax, pooling and unfold/fold are free (see
-:data:`archsearch.cost.handles.IGNORED_OPS`).
+:data:`archsearch.cost.ignored.IGNORED_OPS`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
+from ..blocks import MIXERS
 from ..config import ArchConfig, StageConfig, TokenizerConfig
 from ..layers.t2t import T2T_SPLITS
+from .estimate import Estimate, conv, conv_out, linear, norm
+from .mixer_costs import attention_cost
 
 __all__ = ["Estimate", "estimate", "block_estimate", "tokenizer_estimate"]
 
 
-@dataclass
-class Estimate:
-    """Parameters and MACs, with a per-module breakdown of MACs."""
-
-    params: int = 0
-    macs: int = 0
-    by_module: dict[str, int] = field(default_factory=dict)
-
-    def add(self, params: int = 0, macs: int = 0) -> Estimate:
-        self.params += int(params)
-        self.macs += int(macs)
-        return self
-
-    def merge(self, other: Estimate, name: str | None = None) -> Estimate:
-        self.params += other.params
-        self.macs += other.macs
-        if name is not None:
-            self.by_module[name] = self.by_module.get(name, 0) + other.macs
-        return self
-
-
-def _linear(n: int, cin: int, cout: int, bias: bool = True) -> Estimate:
-    return Estimate(cin * cout + (cout if bias else 0), n * cin * cout)
-
-
-def _norm(n: int, c: int) -> Estimate:
-    return Estimate(2 * c, 5 * n * c)
-
-
-def _conv(out_hw: int, cin: int, cout: int, k: int, groups: int = 1, bias: bool = True) -> Estimate:
-    per_out = (cin // groups) * k * k
-    return Estimate(cout * per_out + (cout if bias else 0), out_hw * cout * per_out)
-
-
-def _conv_out(n: int, k: int, s: int, p: int) -> int:
-    return (n + 2 * p - k) // s + 1
-
-
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-# ---------------------------------------------------------------------------- mixers
-def _attention(n: int, d: int, heads: int, bias: bool) -> Estimate:
-    e = _linear(n, d, 3 * d, bias).merge(_linear(n, d, d))
-    return e.add(macs=2 * n * n * d)
-
-
-def _sra(h: int, w: int, s: StageConfig, atrous: bool) -> Estimate:
-    d, n, sr = s.dim, h * w, s.sr_ratio
-    e = _linear(n, d, d, s.qkv_bias)
-    kv_tokens = n
-    if sr > 1:
-        kv_tokens = (h // sr) * (w // sr)
-        e.merge(_conv(kv_tokens, d, d, sr)).merge(_norm(kv_tokens, d))
-    e.merge(_linear(kv_tokens, d, 2 * d, s.qkv_bias)).merge(_linear(n, d, d))
-    e.add(macs=2 * n * kv_tokens * d)
-    if atrous:
-        e.add(params=9 * d, macs=3 * 9 * n * d)
-    e.macs *= s.recursion
-    return e
-
-
-def _csa(h: int, w: int, s: StageConfig) -> Estimate:
-    d, k = s.dim, s.kernel_size
-    kk = k * k
-    windows = _conv_out(h, k, 2, k // 2) * _conv_out(w, k, 2, k // 2)
-    e = _linear(windows, d, s.heads * kk * kk)
-    e.merge(Estimate(kk * d * d, windows * kk * d * d))  # per-slot projections, no bias
-    e.add(macs=windows * kk * kk * d)  # (kk x kk attention) @ (kk x d) per head and window
-    return e.merge(_linear(h * w, d, d))
-
-
-def _conv_mixer(h: int, w: int, s: StageConfig) -> Estimate:
-    n, d = h * w, s.dim
-    return _conv(n, d, d, s.kernel_size, groups=d).merge(_linear(n, d, d))
-
-
-def _acmix(h: int, w: int, s: StageConfig) -> Estimate:
-    n, d, heads, sr, kk = h * w, s.dim, s.heads, s.sr_ratio, 9
-    e = _linear(n, d, 3 * d, s.qkv_bias)
-    kv_tokens = n if sr == 1 else _ceil_div(h, sr) * _ceil_div(w, sr)
-    e.add(macs=2 * n * kv_tokens * d)
-    e.merge(_linear(n * (d // heads), 3 * heads, kk, bias=False))
-    e.merge(_conv(n, kk * (d // heads), d, 3, groups=d // heads))
-    e.add(params=2)  # alpha, beta
-    return e.merge(_linear(n, d, d))
-
-
-def _mixer(h: int, w: int, s: StageConfig) -> Estimate:
-    if s.mixer == "attn":
-        return _attention(h * w, s.dim, s.heads, s.qkv_bias)
-    if s.mixer in ("sra", "rasa"):
-        return _sra(h, w, s, atrous=s.mixer == "rasa")
-    if s.mixer == "csa":
-        return _csa(h, w, s)
-    if s.mixer == "conv":
-        return _conv_mixer(h, w, s)
-    if s.mixer == "acmix":
-        return _acmix(h, w, s)
-    raise ValueError(f"mixer: expected a token mixer, got {s.mixer!r}")
-
-
-def _mlp(n: int, d: int, ratio: float, conv: bool) -> Estimate:
+def _mlp(n: int, d: int, ratio: float, conv_mlp: bool) -> Estimate:
     hidden = max(1, round(d * ratio))
-    e = _linear(n, d, hidden).merge(_linear(n, hidden, d))
-    if conv:
-        e.merge(_conv(n, hidden, hidden, 3, groups=hidden))
+    e = linear(n, d, hidden).merge(linear(n, hidden, d))
+    if conv_mlp:
+        e.merge(conv(n, hidden, hidden, 3, groups=hidden))
     return e
 
 
@@ -163,36 +61,35 @@ def block_estimate(
     cb_on = config.cb_enabled(block_index)
     if stage.mixer == "lookup":
         n, m = h * w, compressed
-        e = _norm(m, d).merge(_norm(n, d))
-        e.merge(_linear(m, d, d, stage.qkv_bias)).merge(_linear(n, d, 2 * d, stage.qkv_bias))
-        e.add(macs=2 * m * n * d).merge(_linear(m, d, d))  # A = q k^T, A v, projection
-        e.merge(_norm(m, d)).merge(_attention(m, d, stage.heads, stage.qkv_bias))
-        e.merge(_norm(m, d)).merge(_mlp(m, d, stage.mlp_ratio, conv=False))
-        e.merge(_norm(m, d)).merge(_linear(m, d, d, stage.qkv_bias))  # reverse value
-        e.add(macs=n * m * d).merge(_linear(n, d, d))  # A^T v, projection
-        e.merge(_norm(n, d)).merge(_mlp(n, d, 0.5, conv=False))
+        e = norm(m, d).merge(norm(n, d))
+        e.merge(linear(m, d, d, stage.qkv_bias)).merge(linear(n, d, 2 * d, stage.qkv_bias))
+        e.add(macs=2 * m * n * d).merge(linear(m, d, d))  # A = q k^T, A v, projection
+        e.merge(norm(m, d)).merge(attention_cost(m, 1, stage))
+        e.merge(norm(m, d)).merge(_mlp(m, d, stage.mlp_ratio, conv_mlp=False))
+        e.merge(norm(m, d)).merge(linear(m, d, d, stage.qkv_bias))  # reverse value
+        e.add(macs=n * m * d).merge(linear(n, d, d))  # A^T v, projection
+        e.merge(norm(n, d)).merge(_mlp(n, d, 0.5, conv_mlp=False))
         return e.add(params=cbs if cb_on else 0)
     n = h * w + extra_tokens
-    if stage.mixer == "attn":
-        mixer = _attention(n, d, stage.heads, stage.qkv_bias)
-    else:
-        mixer = _mixer(h, w, stage)
-    e = _norm(n, d).merge(mixer).merge(_norm(n, d))
-    e.merge(_mlp(n, d, stage.mlp_ratio, conv=stage.mlp == "conv_mlp"))
+    cost = MIXERS[stage.mixer].cost
+    assert cost is not None  # every mixer but lookup (a whole block) has one
+    mixer = cost(h, w, stage, extra_tokens)
+    e = norm(n, d).merge(mixer).merge(norm(n, d))
+    e.merge(_mlp(n, d, stage.mlp_ratio, conv_mlp=stage.mlp == "conv_mlp"))
     return e.add(params=cbs if cb_on else 0)
 
 
 # ---------------------------------------------------------------------------- tokenizers
 def _t2t_layer(t: int, cin: int, dim: int, performer: bool) -> Estimate:
-    e = _norm(t, cin)
+    e = norm(t, cin)
     if performer:
         m = dim // 2
-        e.merge(_linear(t, cin, 3 * dim))
+        e.merge(linear(t, cin, 3 * dim))
         e.add(params=m * dim, macs=2 * t * dim * m + t * m + 2 * t * m * dim)
     else:
-        e.merge(_linear(t, cin, 3 * dim, bias=False)).add(macs=2 * t * t * dim)
-    e.merge(_linear(t, dim, dim)).merge(_norm(t, dim))
-    return e.merge(_linear(t, dim, dim)).merge(_linear(t, dim, dim))
+        e.merge(linear(t, cin, 3 * dim, bias=False)).add(macs=2 * t * t * dim)
+    e.merge(linear(t, dim, dim)).merge(norm(t, dim))
+    return e.merge(linear(t, dim, dim)).merge(linear(t, dim, dim))
 
 
 def tokenizer_estimate(
@@ -202,19 +99,19 @@ def tokenizer_estimate(
     side = img_size
     if tok.kind == "patch":
         side = img_size // tok.patch_size
-        return _conv(side * side, in_chans, dim, tok.patch_size), side
+        return conv(side * side, in_chans, dim, tok.patch_size), side
     if tok.kind == "overlap_patch":
         k = 2 * tok.patch_size - 1
-        side = _conv_out(img_size, k, tok.patch_size, k // 2)
-        return _conv(side * side, in_chans, dim, k).merge(_norm(side * side, dim)), side
+        side = conv_out(img_size, k, tok.patch_size, k // 2)
+        return conv(side * side, in_chans, dim, k).merge(norm(side * side, dim)), side
     if tok.kind == "conv_stem":
         n = max(1, tok.patch_size.bit_length() - 1)
         widths = [max(dim // 2 ** (n - 1 - i), 8) for i in range(n)]
         widths[-1] = dim
         e, cin = Estimate(), in_chans
         for i, cout in enumerate(widths):
-            side = _conv_out(side, 3, 2, 1)
-            e.merge(_conv(side * side, cin, cout, 3, bias=i == n - 1))
+            side = conv_out(side, 3, 2, 1)
+            e.merge(conv(side * side, cin, cout, 3, bias=i == n - 1))
             if i < n - 1:
                 e.add(params=2 * cout, macs=2 * side * side * cout)  # eval-mode BatchNorm
             cin = cout
@@ -222,12 +119,12 @@ def tokenizer_estimate(
     performer = tok.kind == "t2t_performer"
     e, cin = Estimate(), in_chans
     for i, (k, s, p) in enumerate(T2T_SPLITS):
-        side = _conv_out(side, k, s, p)
+        side = conv_out(side, k, s, p)
         cin = cin * k * k
         if i < 2:
             e.merge(_t2t_layer(side * side, cin, tok.t2t_dim, performer))
             cin = tok.t2t_dim
-    return e.merge(_linear(side * side, cin, dim)), side
+    return e.merge(linear(side * side, cin, dim)), side
 
 
 # ---------------------------------------------------------------------------- whole network
@@ -253,16 +150,16 @@ def estimate(
         for i, s in enumerate(config.stages):
             st = Estimate()
             if i > 0:
-                side = _conv_out(side, 3, 2, 1)
-                st.merge(_conv(side * side, config.stages[i - 1].dim, s.dim, 3))
-                st.merge(_norm(side * side, s.dim))
+                side = conv_out(side, 3, 2, 1)
+                st.merge(conv(side * side, config.stages[i - 1].dim, s.dim, 3))
+                st.merge(norm(side * side, s.dim))
             for _ in range(s.depth):
                 st.merge(block_estimate(config, s, (side, side), block_index=index))
                 index += 1
-            st.merge(_norm(side * side, s.dim))
+            st.merge(norm(side * side, s.dim))
             total.merge(st, f"stages.{i}")
         last = config.stages[-1].dim
-        return total.merge(_linear(1, last, num_classes) if num_classes else Estimate(), "head")
+        return total.merge(linear(1, last, num_classes) if num_classes else Estimate(), "head")
     d = first.dim
     extra = 1 if config.class_token else 0
     pos_side = side
@@ -282,11 +179,11 @@ def estimate(
             )
         )
     total.merge(blocks, "blocks")
-    total.merge(_norm(side * side + extra, d), "norm")
+    total.merge(norm(side * side + extra, d), "norm")
     if m:
-        total.merge(_norm(m, d), "norm_c")
+        total.merge(norm(m, d), "norm_c")
         head = Estimate()
         if num_classes:
-            head.merge(_linear(1, d, num_classes)).merge(_linear(1, d, num_classes))
+            head.merge(linear(1, d, num_classes)).merge(linear(1, d, num_classes))
         return total.merge(head, "head")
-    return total.merge(_linear(1, d, num_classes) if num_classes else Estimate(), "head")
+    return total.merge(linear(1, d, num_classes) if num_classes else Estimate(), "head")

@@ -3,7 +3,7 @@
 MACs follow fvcore's convention (one multiply-accumulate = one MAC) and are counted by tracing a
 batch-1 forward pass with ``torch.jit`` through :class:`fvcore.nn.FlopCountAnalysis`, using the
 handles of :mod:`archsearch.cost.handles`. An operator with neither a handle nor a place in
-:data:`~archsearch.cost.handles.IGNORED_OPS` is an error, never a silent under-count.
+:data:`~archsearch.cost.ignored.IGNORED_OPS` is an error, never a silent under-count.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from torch import nn
 from .._logging import get_logger
 from ..config import ArchConfig, load_config
 from ..errors import CountError
-from .handles import IGNORED_OPS, MAC_HANDLES
+from .handles import MAC_HANDLES
+from .ignored import IGNORED_OPS
 
 with warnings.catch_warnings():  # fvcore.nn scripts a loss at import: torch.jit deprecation noise
     warnings.simplefilter("ignore")

@@ -7,18 +7,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from ..blocks import MIXERS
 from ..config import StageConfig, TokenizerConfig
-from ..layers import (
-    ACMix,
-    Attention,
-    ConvMixer,
-    ConvSelfAttention,
-    ConvStem,
-    OverlapPatchEmbed,
-    PatchEmbed,
-    SpatialReductionAttention,
-    T2TTokenizer,
-)
+from ..layers import ConvStem, OverlapPatchEmbed, PatchEmbed, T2TTokenizer
 from ..layers.t2t import T2T_SPLITS
 
 __all__ = [
@@ -37,25 +28,10 @@ NO_DECAY_NAMES = ("pos_embed", "cls_token")
 
 def make_mixer(stage: StageConfig) -> nn.Module:
     """Token mixer for one block of ``stage`` (``lookup`` is a whole block, not a mixer)."""
-    d, h = stage.dim, stage.heads
-    if stage.mixer == "attn":
-        return Attention(d, h, qkv_bias=stage.qkv_bias)
-    if stage.mixer in ("sra", "rasa"):
-        return SpatialReductionAttention(
-            d,
-            h,
-            sr_ratio=stage.sr_ratio,
-            atrous=stage.mixer == "rasa",
-            recursion=stage.recursion,
-            qkv_bias=stage.qkv_bias,
-        )
-    if stage.mixer == "csa":
-        return ConvSelfAttention(d, h, kernel_size=stage.kernel_size)
-    if stage.mixer == "conv":
-        return ConvMixer(d, kernel_size=stage.kernel_size)
-    if stage.mixer == "acmix":
-        return ACMix(d, h, sr_ratio=stage.sr_ratio, qkv_bias=stage.qkv_bias)
-    raise ValueError(f"mixer: expected one of attn, sra, rasa, csa, conv, acmix; got {stage.mixer}")
+    build = MIXERS[stage.mixer].build
+    if build is None:
+        raise ValueError(f"mixer: expected a token mixer, got the whole block {stage.mixer!r}")
+    return build(stage)
 
 
 def make_tokenizer(tok: TokenizerConfig, in_chans: int, dim: int) -> nn.Module:

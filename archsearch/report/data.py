@@ -1,7 +1,8 @@
 """Read a run directory into the tables a report is drawn from.
 
-Everything is regenerated from the stored study (``study.journal``) and the settings
-(``run.yaml``), so a report can be made at any time, also while the run is still going.
+Everything is regenerated from the run folder's own files, the settings (``run.yaml``) and the
+trial table (``trials.csv``, written after every trial), so a report can be made at any time,
+also while the run is still going, and also from a copied run folder without its journal.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from .._logging import get_logger
 from ..cost.budget import Budget, parse_budget
 from ..errors import ArchsearchError, BudgetError
 from ..pareto import pareto_table, parse_objectives
-from ..search.results import TRIAL_COLUMNS, trials_frame
-from ..search.study import JOURNAL, load_study, trial_rows
+from ..records import TRIAL_COLUMNS, read_trials
+from ..rundir import RunDir
 
 __all__ = [
     "RunData",
@@ -43,6 +44,7 @@ DEFAULT_OBJECTIVES = ["accuracy", "macs"]
 #: Columns of ``pareto.csv`` after the choice columns, in order.
 PARETO_TAIL = [
     "proxy_accuracy",
+    "accuracy_se",
     "params",
     "total_params",
     "macs",
@@ -66,7 +68,6 @@ class RunData:
         settings: Contents of ``run.yaml``.
         objectives: Objective short names, accuracy first (from ``resolved.objectives``).
         budget: The parsed budget, or None when ``run.yaml`` has none readable.
-        study: The Optuna study, or None when the journal holds no study yet.
         table: One row per trial (every state) with ``pareto_rank``, ``crowding`` and ``knee``.
         choices: Names of the sampled-choice columns of ``table``.
         notes: Things the report could not do, one sentence each.
@@ -76,7 +77,6 @@ class RunData:
     settings: dict[str, Any]
     objectives: list[str]
     budget: Budget | None
-    study: optuna.Study | None
     table: pd.DataFrame
     choices: list[str]
     notes: list[str] = field(default_factory=list)
@@ -142,15 +142,15 @@ def load_run(run_dir: str | Path) -> RunData:
         The run as tables; ``notes`` says what is missing.
 
     Raises:
-        ArchsearchError: ``run_dir`` lacks ``run.yaml`` or ``study.journal``, or ``run.yaml``
-            is unreadable.
+        ArchsearchError: ``run_dir`` lacks ``run.yaml``, or ``run.yaml`` or ``trials.csv`` is
+            unreadable.
     """
     path = Path(run_dir)
-    missing = [name for name in (SETTINGS, JOURNAL) if not (path / name).is_file()]
-    if missing:
-        found = "missing " + " and ".join(missing) if path.is_dir() else "no such directory"
+    run = RunDir(path)
+    if not run.settings.is_file():
+        found = "no run.yaml in it" if path.is_dir() else "no such directory"
         raise ArchsearchError(
-            f"run directory {str(path)!r}: expected {SETTINGS} and {JOURNAL} in it, got {found}"
+            f"run directory {str(path)!r}: expected an archsearch run folder, got {found}"
         )
     settings = _load_settings(path)
     raw = settings.get("resolved")
@@ -168,19 +168,19 @@ def load_run(run_dir: str | Path) -> RunData:
         budget = parse_budget(str(resolved.get("budget")))
     except BudgetError:
         notes.append("run.yaml holds no readable budget; no budget line is drawn.")
-    study: optuna.Study | None
-    try:
-        study = load_study(path)
-    except KeyError:  # the journal exists but the study has not been created in it yet
-        study = None
-        notes.append("The study journal holds no study yet: no trials to report.")
-    frame = trials_frame(trial_rows(study) if study is not None else [], run_dir=path)
-    for col in ("proxy_accuracy", "latency_ms", "train_seconds"):
-        frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
-    frame["baseline"] = frame["baseline"].fillna("").astype(str)
+    if run.trials.is_file():
+        frame = read_trials(run.trials)
+    else:
+        from ..records import trials_frame
+
+        frame = trials_frame([])
+        notes.append("The run has no finished trial yet: no trials to report.")
+    frame["weights"] = [
+        w if isinstance(w, str) and (path / w).is_file() else None for w in frame["weights"]
+    ]
     table = pareto_table(frame, objectives, feasible_col="feasible")
     choices = [c for c in frame.columns if c not in TRIAL_COLUMNS]
-    return RunData(path, settings, objectives, budget, study, table, choices, notes)
+    return RunData(path, settings, objectives, budget, table, choices, notes)
 
 
 def results(table: pd.DataFrame) -> pd.DataFrame:
@@ -249,19 +249,13 @@ def param_importances(data: RunData) -> tuple[dict[str, float] | None, str]:
         ``(importances, note)``: importances by parameter (None when Optuna cannot compute
         them) and a sentence on what was used or why nothing could be computed.
     """
-    if data.study is None:
-        return None, "Parameter importances: no study yet."
-    keep = set(designs(data.table)["trial"].tolist())
-    trials = [
-        t
-        for t in data.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        if t.number in keep
-    ]
+    pool = designs(data.table)
+    trials = _as_optuna_trials(pool, data.choices)
     if len(trials) < 2:
         return None, (
             f"Parameter importances need at least 2 trained designs, got {len(trials)}; skipped."
         )
-    scratch = optuna.create_study(directions=data.study.directions)
+    scratch = optuna.create_study(directions=["maximize"])
     scratch.add_trials(trials)
     # PED-ANOVA needs no scikit-learn and handles conditional choices (branched spaces); it
     # minimises its target, hence the negated accuracy. Aim for ~5 designs in the top quantile.
@@ -271,7 +265,7 @@ def param_importances(data: RunData) -> tuple[dict[str, float] | None, str]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             found = optuna.importance.get_param_importances(
-                scratch, evaluator=evaluator, target=lambda t: -t.values[0]
+                scratch, evaluator=evaluator, target=lambda t: -(t.value or 0.0)
             )
     except Exception as exc:  # Optuna refuses e.g. too few trials or degenerate parameters
         log.debug("parameter importances failed", exc_info=True)
@@ -284,3 +278,27 @@ def param_importances(data: RunData) -> tuple[dict[str, float] | None, str]:
         f"choice matters for reaching the top {quantile:.0%} of proxy accuracy."
     )
     return {k: float(v) for k, v in found.items()}, note
+
+
+def _as_optuna_trials(pool: pd.DataFrame, choices: list[str]) -> list[Any]:
+    """Trained designs as Optuna trials (choices over the values seen), for importances."""
+    dists = {}
+    for name in choices:
+        seen = sorted({_plain(v) for v in pool[name].dropna()}, key=_order_key)
+        if len(seen) >= 2:
+            dists[name] = optuna.distributions.CategoricalDistribution(seen)
+    out = []
+    for _, row in pool.iterrows():
+        params = {k: _plain(row[k]) for k in dists if not pd.isna(row[k])}
+        out.append(
+            optuna.trial.create_trial(
+                params=params,
+                distributions={k: dists[k] for k in params},
+                value=float(row["proxy_accuracy"]),
+            )
+        )
+    return out
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..cost.budget import format_count
+from ..stats import compare
 from .data import Dimension, RunData, designs, option_label, results
 
 __all__ = ["render", "summary_sentences", "fmt"]
@@ -83,21 +84,61 @@ def _costs(row: pd.Series, objectives: Sequence[str]) -> str:
     return ", ".join(parts)
 
 
+def seed_noise(run_dir: Any) -> float | None:
+    """The proxy's mean seed-to-seed standard deviation from the run's calibration, if any."""
+    import json
+    import math
+    from pathlib import Path
+
+    try:
+        noise = json.loads((Path(run_dir) / "calibration.json").read_text())["noise"]
+        value = float(noise["proxy_seed_std_mean"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return None if math.isnan(value) else value
+
+
+def accuracy_interval(row: pd.Series, seed_sd: float | None) -> tuple[float, float, float]:
+    """``(accuracy, lo, hi)``: a 95% interval from the validation standard error and, when
+    the run is calibrated, the proxy's seed-to-seed spread."""
+    acc = float(row["proxy_accuracy"])
+    se = row.get("accuracy_se")
+    se = 0.0 if se is None or pd.isna(se) else float(se)
+    half = 1.96 * (se**2 + (seed_sd or 0.0) ** 2) ** 0.5
+    return acc, acc - half, acc + half
+
+
+def _acc(row: pd.Series, seed_sd: float | None) -> str:
+    acc, lo, hi = accuracy_interval(row, seed_sd)
+    return f"{acc:.3f} ± {(hi - lo) / 2:.3f}"
+
+
 def summary_sentences(data: RunData) -> list[str]:
-    """Best candidate against each baseline, and the knee of the front."""
+    """Best candidate against each baseline (a claim only where intervals separate), and the
+    knee of the front."""
     table = data.table
     res = results(table)
     searched = res[res["baseline"] == ""].sort_values(
         ["proxy_accuracy", "trial"], ascending=[False, True], kind="stable"
     )
-    out = []
+    seed_sd = seed_noise(data.run_dir)
+    out = [
+        "Accuracies are given with a 95% interval: "
+        + (
+            f"validation noise and the proxy's seed-to-seed spread ({seed_sd:.3f}, measured "
+            "by archsearch calibrate)."
+            if seed_sd is not None
+            else "validation noise only; the proxy's seed noise is not measured for this run "
+            "(archsearch calibrate measures it), so true intervals are wider."
+        )
+    ]
     best = searched.iloc[0] if not searched.empty else None
     if best is None:
         out.append("No search candidate has a result yet.")
     else:
         out.append(
             f"Best candidate: trial {best['trial']}, proxy accuracy "
-            f"{best['proxy_accuracy']:.3f} at {_costs(best, data.objectives)}."
+            f"{_acc(best, seed_sd)} at {_costs(best, data.objectives)}."
         )
     planned = [str(b) for b in data.resolved.get("baselines") or []]
     seen = [b for b in table["baseline"].tolist() if b]
@@ -106,13 +147,17 @@ def summary_sentences(data: RunData) -> list[str]:
         done = res[res["baseline"] == name]
         if not done.empty:
             ref = done.iloc[0]
-            text = f"{name}: {ref['proxy_accuracy']:.3f} at {_costs(ref, data.objectives)}"
+            text = f"{name}: {_acc(ref, seed_sd)} at {_costs(ref, data.objectives)}"
             if best is not None:
-                diff = best["proxy_accuracy"] - ref["proxy_accuracy"]
-                text = (
-                    f"Best candidate {best['proxy_accuracy']:.3f} vs {text} "
-                    f"({diff:+.3f} for the candidate)"
-                )
+                a = accuracy_interval(best, seed_sd)
+                b = accuracy_interval(ref, seed_sd)
+                verdict = compare(a[1:], b[1:])
+                claim = {
+                    "better": "more accurate than",
+                    "worse": "less accurate than",
+                    "tied": "tied with (intervals overlap)",
+                }[verdict]
+                text = f"Best candidate ({_acc(best, seed_sd)}) is {claim} {text}"
             out.append(text + ".")
         elif rows.empty:
             out.append(f"Baseline {name}: not run yet.")
@@ -126,7 +171,7 @@ def summary_sentences(data: RunData) -> list[str]:
     if not knee.empty:
         k = knee.iloc[0]
         out.append(
-            f"Knee of the Pareto front: trial {k['trial']}, {k['proxy_accuracy']:.3f} at "
+            f"Knee of the Pareto front: trial {k['trial']}, {_acc(k, seed_sd)} at "
             f"{_costs(k, data.objectives)}."
         )
     return out
@@ -223,6 +268,7 @@ def render(
     dims: Sequence[Dimension],
     figures: Sequence[tuple[str, bytes, str]],
     notes: Sequence[str],
+    sections: Sequence[str] = (),
 ) -> str:
     """The whole page.
 
@@ -232,6 +278,7 @@ def render(
         dims: Design dimensions with 2+ options.
         figures: ``(title, png bytes, caption)`` in display order.
         notes: Sentences on what could not be shown.
+        sections: Extra HTML sections (the calibration), shown after the front.
     """
     name = data.run_dir.resolve().name
     parts = [
@@ -257,6 +304,7 @@ def render(
             "The highlighted row is the knee.</p>"
         )
         parts.append(_front_table(front, data.choices))
+    parts += [sec for sec in sections if sec]
     if figures:
         parts.append("<h2>Plots</h2>")
         parts += [_image(png, title, caption) for title, png, caption in figures]

@@ -1,19 +1,18 @@
-"""``write_report``: regenerate a run directory's report files from its stored study."""
+"""``write_report``: regenerate a run directory's report files from its run.yaml and trials.csv."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from .._logging import get_logger
 from ..pareto import hypervolume_history
+from ..rundir import write_atomic
 from . import plots
 from .data import dimensions, load_run, param_importances, pareto_rows, results
 from .page import render
 
-__all__ = ["write_report", "write_atomic", "PLOT_FILES"]
+__all__ = ["write_report", "PLOT_FILES"]
 
 log = get_logger("report")
 
@@ -26,23 +25,6 @@ PLOT_FILES = (
     "dimensions.png",
     "importance.png",
 )
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and ``os.replace``.
-
-    A reader sees the old file or the new one, never half of one; concurrent writers each use
-    their own temporary file.
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_report(run_dir: str | Path) -> dict[str, Any]:
@@ -58,8 +40,8 @@ def write_report(run_dir: str | Path) -> dict[str, Any]:
         ``{"html": Path, "pareto_csv": Path, "plots": [Path, ...]}`` (only plots written).
 
     Raises:
-        ArchsearchError: ``run_dir`` is not a run directory (no ``run.yaml`` and
-            ``study.journal``), or its ``run.yaml`` is unreadable.
+        ArchsearchError: ``run_dir`` is not a run directory (no ``run.yaml``), or its
+            ``run.yaml`` or ``trials.csv`` is unreadable.
     """
     data = load_run(run_dir)
     out = data.run_dir
@@ -145,8 +127,30 @@ def write_report(run_dir: str | Path) -> dict[str, Any]:
         if out / filename not in written:
             (out / filename).unlink(missing_ok=True)
 
-    page = render(data, front=front, dims=dims, figures=shown, notes=notes)
+    sections = []
+    if (out / "calibration.csv").is_file():
+        sections.append(_calibration_section(out, notes))
+    page = render(data, front=front, dims=dims, figures=shown, notes=notes, sections=sections)
     html_path = out / "report.html"
     write_atomic(html_path, page.encode("utf-8"))
     log.info("report written to %s", html_path)
     return {"html": html_path, "pareto_csv": pareto_csv, "plots": written}
+
+
+def _calibration_section(out: Path, notes: list[str]) -> str:
+    """The calibration section from ``calibration.csv`` (see ``archsearch calibrate``)."""
+    import base64
+
+    import pandas as pd
+
+    from ..errors import ArchsearchError
+    from .calibration import analyse, html_section, scatter_png
+
+    df = pd.read_csv(out / "calibration.csv")
+    try:
+        analysis = analyse(df)
+    except ArchsearchError as e:
+        notes.append(f"Calibration not shown yet: {e}")
+        return ""
+    src = "data:image/png;base64," + base64.b64encode(scatter_png(df, analysis)).decode()
+    return html_section(analysis, src)

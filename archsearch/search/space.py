@@ -40,7 +40,7 @@ from ..errors import ConfigError, SpaceError
 
 __all__ = ["SearchSpace", "Branch", "load_space", "builtin_spaces", "SPACES_DIR"]
 
-SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
+SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
 
 Suggest = Callable[[str, list[Any]], Any]
 

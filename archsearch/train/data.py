@@ -143,7 +143,13 @@ def load_dataset(
         x, y = _synthetic(name, arg)
     else:
         raise DataError(f"dataset: expected one of {', '.join(DATASETS)}, got {name!r}")
+    if len(y) and int(y.min()) < 0:
+        raise DataError(f"{name}: expected labels >= 0, got label {int(y.min())}")
     num_classes = len(class_names) if class_names else int(y.max()) + 1
+    if len(y) and int(y.max()) >= num_classes:
+        raise DataError(
+            f"{name}: expected labels below its {num_classes} classes, got label {int(y.max())}"
+        )
     data = _split(name, x, y, num_classes, val_fraction, split_seed, max_train, class_names)
     log.info(
         "%s: %d train + %d val images, %dx%dx%d, %d classes",

@@ -1,0 +1,357 @@
+"""``archsearch calibrate``: how far the proxy's ranking can be trusted, measured.
+
+K designs (a run's trained designs, or feasible designs sampled from a space under a budget) are
+trained at the run's proxy tier with S seeds each and once at a reference tier (by default 10x the
+proxy's images x epochs, scored on the whole validation split). The trainings go through the
+same study driver and backends as ``archsearch run`` (a :class:`CalibrationDriver` hands out the
+fixed jobs instead of sampling), live in ``calibration.journal`` (so a killed calibration resumes
+where it stopped) and end up in ``calibration.csv``; :mod:`archsearch.report.calibration` turns
+that table into the figures (noise floor, rank correlations with intervals, top-k agreement).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+
+from ._logging import get_logger
+from .blocks import notation
+from .config import ArchConfig
+from .cost.candidate import cost_candidate
+from .errors import ArchsearchError, ConfigError
+from .records import read_trials
+from .rundir import RunDir, write_atomic
+from .search import study as st
+from .search.driver import Candidate, Progress, StudyDriver
+from .search.plan import Plan
+from .train.proxy import ProxySchedule
+
+__all__ = ["Job", "CalibrationDriver", "CALIBRATION_COLUMNS", "pick_designs", "sample_designs"]
+
+log = get_logger("calibrate")
+
+JOURNAL = "calibration.journal"
+#: Columns of calibration.csv, one row per training run.
+CALIBRATION_COLUMNS = [
+    "design",
+    "label",
+    "tier",
+    "seed",
+    "accuracy",
+    "val_images",
+    "params",
+    "macs",
+    "train_seconds",
+    "images_x_epochs",
+]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training of the calibration: a design at a tier with a seed."""
+
+    config: ArchConfig
+    label: str
+    tier: str
+    seed: int
+    schedule: ProxySchedule
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.config.archid, self.tier, self.seed)
+
+
+def reference_schedule(proxy: ProxySchedule, train_images: int, factor: float) -> ProxySchedule:
+    """A schedule with ``factor`` x the proxy's images x epochs, scored on all validation images:
+    twice the images (as far as the training split goes), the rest in epochs."""
+    images = min(train_images, 2 * (proxy.subset or train_images))
+    base = (proxy.subset or train_images) * proxy.epochs
+    epochs = max(proxy.epochs + 1, math.ceil(factor * base / images))
+    return dataclasses.replace(proxy, subset=images, epochs=epochs, val_subset=None)
+
+
+def images_x_epochs(schedule: ProxySchedule, train_images: int) -> int:
+    return int((schedule.subset or train_images) * schedule.epochs)
+
+
+def pick_designs(run_dir: Path, k: int) -> list[tuple[ArchConfig, str]]:
+    """K trained designs of a run, spread evenly over its accuracy range (baselines included)."""
+    path = RunDir(run_dir).trials
+    if not path.is_file():
+        raise ArchsearchError(f"run directory {str(run_dir)!r}: expected trials.csv, found none")
+    df = read_trials(path)
+    ok = (df["state"] == "COMPLETE") & df["feasible"].fillna(False) & df["reused_from"].isna()
+    pool = df[ok & df["proxy_accuracy"].notna()].drop_duplicates("archid")
+    pool = pool.sort_values("proxy_accuracy", ascending=False, kind="stable")
+    if len(pool) < 3:
+        raise ArchsearchError(
+            f"run directory {str(run_dir)!r}: expected at least 3 trained designs to calibrate "
+            f"on, got {len(pool)}"
+        )
+    rows = list(pool.itertuples())
+    chosen = [r for r in rows if r.baseline]
+    rest = [r for r in rows if not r.baseline]
+    want = max(0, min(k, len(rows)) - len(chosen))
+    if want and rest:
+        step = (len(rest) - 1) / max(1, want - 1) if want > 1 else 0
+        idx = sorted({round(i * step) for i in range(want)})
+        chosen += [rest[i] for i in idx]
+    out = []
+    for r in chosen[:k] if len(chosen) > k else chosen:
+        cfg = ArchConfig.from_json(str(r.config))
+        label = f"{r.baseline} " if r.baseline else f"trial {r.trial}: "
+        out.append((cfg, label + notation(cfg)))
+    return out
+
+
+def sample_designs(plan: Plan, k: int, seed: int) -> list[tuple[ArchConfig, str]]:
+    """K distinct designs sampled at random from the plan's space, all within its budget."""
+    sampler = optuna.samplers.RandomSampler(seed=seed)
+    study = optuna.create_study(sampler=sampler)
+    found: dict[str, ArchConfig] = {}
+    for _ in range(200 * k):
+        if len(found) == k:
+            break
+        trial = study.ask()
+        cfg = plan.space.sample(trial.suggest_categorical)
+        study.tell(trial, 0.0)
+        if cfg.archid in found:
+            continue
+        if cost_candidate(cfg, plan.budget, plan.target, audit=False).feasible:
+            found[cfg.archid] = cfg
+    if len(found) < 3:
+        raise ArchsearchError(
+            f"space {plan.space.name}: expected at least 3 designs within {plan.budget}, "
+            f"found {len(found)}"
+        )
+    return [(cfg, f"sampled: {notation(cfg)}") for cfg in found.values()]
+
+
+class CalibrationDriver(StudyDriver):
+    """The study driver handing out the calibration's fixed jobs instead of sampling."""
+
+    def __init__(
+        self, plan: Plan, study: optuna.Study, progress: Progress | None, jobs: list[Job]
+    ) -> None:
+        super().__init__(plan, study, progress)
+        self.jobs = jobs
+        self.by_key = {j.key: j for j in jobs}
+        self.issued: set[tuple[str, str, int]] = set()
+
+    def _done(self) -> set[Any]:
+        done: set[Any] = set()
+        for t in self.study.get_trials(deepcopy=False):
+            a = t.user_attrs
+            finished = t.state == TrialState.COMPLETE or (
+                t.state == TrialState.FAIL and not a.get("interrupted")
+            )
+            if finished or (t.state == TrialState.RUNNING and st.alive(a.get("owner"))):
+                done.add((a.get("archid"), a.get("tier"), a.get("seed")))
+        return done
+
+    def baselines_left(self) -> list[str]:
+        return []
+
+    def remaining(self) -> list[Job]:
+        done = self._done() | self.issued
+        return [j for j in self.jobs if j.key not in done]
+
+    def stop_reason(self) -> str | None:
+        return None if self.remaining() else "done"
+
+    def propose(self) -> Candidate | str | None:
+        left = self.remaining()
+        if not left:
+            return None
+        job = left[0]
+        self.issued.add(job.key)
+        trial = self.study.ask()
+        self._open(trial, job.config)
+        for k, v in (("tier", job.tier), ("seed", job.seed), ("label", job.label)):
+            trial.set_user_attr(k, v)
+        n = len(self.jobs) - len(left) + 1
+        what = f"{job.tier} seed {job.seed}"
+        self.progress.trial_start(n, len(self.jobs), trial.number, job.label, what)
+        cost = cost_candidate(job.config, self.plan.budget, self.plan.target)
+        cost.violations, cost.ratios = [], {}  # calibrated designs are trained whatever the budget
+        return Candidate(trial, job.config, cost, schedule=job.schedule, seed_offset=job.seed)
+
+    def weights_path(self, cand: Candidate) -> Path | None:
+        return None
+
+    def interrupt(self, trial: optuna.Trial) -> None:
+        """Recorded as interrupted; the job is simply handed out again next time."""
+        trial.set_user_attr("error", "interrupted")
+        trial.set_user_attr("interrupted", True)
+        self.study.tell(trial, state=TrialState.FAIL)
+        self.issued.discard(
+            (
+                trial.user_attrs.get("archid"),
+                trial.user_attrs.get("tier"),
+                trial.user_attrs.get("seed"),
+            )
+        )
+
+    def records_frame(self) -> pd.DataFrame:
+        train_images = int(self.plan.data.train_x.shape[0])
+        rows = []
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            a = t.user_attrs
+            job = self.by_key.get(
+                (str(a.get("archid")), str(a.get("tier")), int(a.get("seed", -1)))
+            )
+            if job is None or a.get("proxy_accuracy") is None:
+                continue
+            rows.append(
+                {
+                    "design": a["archid"],
+                    "label": job.label,
+                    "tier": job.tier,
+                    "seed": job.seed,
+                    "accuracy": a["proxy_accuracy"],
+                    "val_images": a.get("val_images"),
+                    "params": a.get("params"),
+                    "macs": a.get("macs"),
+                    "train_seconds": a.get("train_seconds"),
+                    "images_x_epochs": images_x_epochs(job.schedule, train_images),
+                }
+            )
+        df = pd.DataFrame(rows, columns=CALIBRATION_COLUMNS)
+        return df.sort_values(["design", "tier", "seed"], kind="stable").reset_index(drop=True)
+
+    def write_table(self, records: Any = None) -> Any:
+        with self.plan.run.lock():
+            write_atomic(self.plan.run.calibration, self.records_frame().to_csv(index=False))
+        return pd.DataFrame()
+
+    def after(self, number: int) -> None:
+        self.write_table()
+        t = self.study.trials[number]
+        row = {
+            "state": t.state.name,
+            "feasible": True,
+            "error": t.user_attrs.get("error", ""),
+            "violations": "",
+            "reused_from": None,
+            "proxy_accuracy": t.user_attrs.get("proxy_accuracy"),
+            "train_seconds": t.user_attrs.get("train_seconds") or 0.0,
+            "params": t.user_attrs.get("params"),
+            "macs": t.user_attrs.get("macs"),
+            "epochs": t.user_attrs.get("epochs"),
+        }
+        self.progress.trial_end(row, None, 0)
+
+
+def check_counts(designs: int, seeds: int, factor: float) -> None:
+    if isinstance(designs, bool) or not isinstance(designs, int) or designs < 3:
+        raise ConfigError(f"--designs: expected an integer >= 3, got {designs!r}")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 2:
+        raise ConfigError(f"--seeds: expected an integer >= 2, got {seeds!r}")
+    if not isinstance(factor, int | float) or not factor >= 1:
+        raise ConfigError(f"--reference-factor: expected a number >= 1, got {factor!r}")
+
+
+def _plan(
+    run_dir: str | None, space: str | None, budget: str | None, out: str | None, **common: Any
+) -> tuple[Plan, Path]:
+    """The calibration's plan: a run folder's own settings, or a space plus a budget."""
+    import yaml
+
+    from .search.plan import resolve
+    from .settings import RunSettings
+
+    if run_dir is not None:
+        if space is not None or budget is not None:
+            raise ConfigError("calibrate: expected a RUN_DIR or --space/--budget, got both")
+        root = Path(run_dir)
+        try:
+            record = yaml.safe_load(RunDir(root).settings.read_text())
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            record = None
+        if not isinstance(record, dict) or not isinstance(record.get("options"), dict):
+            raise ArchsearchError(
+                f"run directory {str(root)!r}: expected an archsearch run.yaml, found none"
+            )
+        settings = RunSettings.from_dict(record["options"])
+        keep = {k: v for k, v in common.items() if v is not None}
+        settings = settings.replace(out=str(root), force=False, workers=1, **keep)
+        return resolve(settings), root
+    if budget is None:
+        raise ConfigError("calibrate: expected a RUN_DIR, or --budget with --space, got neither")
+    settings = RunSettings(budget=budget, space=space or "default")
+    settings = settings.replace(**{k: v for k, v in common.items() if v is not None})
+    plan = resolve(settings)
+    name = f"calibration-{Path(settings.space).stem}-{budget}"
+    return plan, Path(out) if out else Path("results") / name
+
+
+def calibrate(
+    run_dir: str | None = None,
+    *,
+    space: str | None = None,
+    budget: str | None = None,
+    out: str | None = None,
+    designs: int = 12,
+    seeds: int = 3,
+    reference_factor: float = 10.0,
+    progress: Progress | None = None,
+    **common: Any,
+) -> dict[str, Any]:
+    """Train the calibration's jobs (resuming earlier ones) and write its files.
+
+    Args:
+        run_dir: a run folder whose trained designs are calibrated (results go into it).
+        space: a space to sample designs from (with ``budget``) instead of a run folder.
+        budget: the budget sampled designs must meet.
+        out: the folder of a space calibration (default ``results/calibration-SPACE-BUDGET``).
+        designs: number of designs K.
+        seeds: proxy seeds S per design.
+        reference_factor: images x epochs of the reference tier over the proxy's.
+        progress: receives events (as for ``archsearch run``).
+        common: run options passed on (``backend``, ``device``, ``seed`` and the like).
+
+    Returns:
+        ``{"csv": Path, "json": Path, "png": Path, "analysis": dict}``.
+    """
+    from .report.calibration import analyse, write_calibration
+    from .search.local import execute_local, open_run_study
+
+    check_counts(designs, seeds, reference_factor)
+    plan, root = _plan(run_dir, space, budget, out, **common)
+    plan.run = RunDir(root)
+    if run_dir is None:
+        chosen = sample_designs(plan, designs, plan.settings.seed)
+    else:
+        chosen = pick_designs(root, designs)
+    train_images = int(plan.data.train_x.shape[0])
+    ref = reference_schedule(plan.schedule, train_images, reference_factor)
+    jobs = [Job(c, label, "proxy", s, plan.schedule) for c, label in chosen for s in range(seeds)]
+    jobs += [Job(c, label, "reference", 0, ref) for c, label in chosen]
+    root.mkdir(parents=True, exist_ok=True)
+    st.repair_journal(root / JOURNAL)
+    study = open_run_study(plan, journal=JOURNAL)
+    st.recover_interrupted(study, requeue=False)
+
+    def make(plan: Plan, study: optuna.Study, progress: Progress | None) -> StudyDriver:
+        return CalibrationDriver(plan, study, progress, jobs)
+
+    if plan.settings.backend == "ray":
+        from .search.ray_backend import run_ray
+
+        run_ray(plan, progress or Progress(), driver=make, study=study)
+    else:
+        execute_local(plan, progress, driver=make, study=study)
+    df = pd.read_csv(plan.run.calibration)
+    paths: dict[str, Any] = {"csv": plan.run.calibration, **write_calibration(root, df)}
+    if run_dir is not None:
+        from .report import write_report
+
+        paths["html"] = write_report(root)["html"]
+    return {**paths, "analysis": analyse(df)}

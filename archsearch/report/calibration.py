@@ -1,0 +1,449 @@
+"""Proxy calibration: how well does the proxy's ranking of designs predict a longer training's?
+
+``archsearch calibrate`` trains a few designs at the *proxy* tier (the search's short schedule)
+with several seeds and once at a longer *reference* tier: one row per run in ``calibration.csv``
+(:data:`COLUMNS`). :func:`analyse` turns the runs into a noise floor, rank agreement (Kendall's
+tau-b, Spearman's rho, top-k overlap, each with a bootstrap interval over designs), the same for
+the trivial predictors params and MACs (taken as given: a positive tau means larger models rank
+higher) and a verdict; :func:`scatter_png`, :func:`html_section` and :func:`write_calibration`
+present it. The proxy beats a trivial predictor only when the bootstrap interval of the paired
+difference of their taus lies above 0 (:func:`archsearch.stats.compare` against ``(0, 0)``).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .. import stats
+from ..errors import ArchsearchError
+from .plots import _figure, _png, short_count
+
+__all__ = ["COLUMNS", "analyse", "scatter_png", "html_section", "write_calibration"]
+
+#: The columns of ``calibration.csv``, one row per training run.
+COLUMNS = (
+    *("design", "label", "tier", "seed", "accuracy", "val_images"),
+    *("params", "macs", "train_seconds", "images_x_epochs"),
+)
+PROXY, REFERENCE = "proxy", "reference"
+LEVEL, N_BOOT, TOP_K = 0.95, 2000, 5
+_POINTS, _SEEDS = "#4c72b0", "#8c8c8c"
+_PREDICTORS = {
+    "proxy_mean": "proxy, mean of the seeds",
+    "proxy_first_seed": "proxy, one seed (the first)",
+    "params": "params (larger ranks higher)",
+    "macs": "MACs (larger ranks higher)",
+}
+
+
+# ------------------------------------------------------------------------------------ analysis
+def _check_frame(df: pd.DataFrame) -> pd.DataFrame:
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise ArchsearchError(
+            f"calibration.csv: expected columns {', '.join(COLUMNS)}; missing {', '.join(missing)}"
+        )
+    frame = df.loc[:, list(COLUMNS)].copy()
+    frame["design"] = frame["design"].astype(str)
+    frame["label"] = frame["label"].fillna("").astype(str)
+    frame["tier"] = frame["tier"].astype(str).str.strip().str.lower()
+    for col in COLUMNS[3:]:
+        frame[col] = pd.to_numeric(frame[col], errors="coerce")
+    bad = frame["accuracy"].notna() & ~frame["accuracy"].between(0.0, 1.0)
+    if bad.any():
+        value = frame.loc[bad, "accuracy"].iloc[0]
+        raise ArchsearchError(f"calibration.csv: expected accuracies in [0, 1], got {value!r}")
+    return frame
+
+
+def _design_row(p: pd.DataFrame, r: pd.DataFrame, level: float) -> dict[str, Any]:
+    """One design's proxy runs ``p`` (by seed) and reference runs ``r``, summarised."""
+    accs, r_accs = p["accuracy"].to_numpy(float), r["accuracy"].to_numpy(float)
+    p_mean, r_acc = float(accs.mean()), float(r_accs.mean())
+    p_se = float(stats.accuracy_se(p_mean, float(p["val_images"].mean())))
+    r_se = float(stats.accuracy_se(r_acc, float(r["val_images"].sum())))
+    p_ci = stats.mean_interval(accs, level, se=p_se)
+    r_ci = stats.mean_interval(r_accs, level, se=r_se)  # one run: the validation interval
+    both = pd.concat([p, r])
+    return {
+        "design": str(p["design"].iloc[0]),
+        "label": str(both["label"].iloc[0]),
+        "proxy_mean": p_mean,
+        "proxy_ci": [float(v) for v in np.clip(p_ci, 0.0, 1.0)],
+        "proxy_seeds": len(accs),
+        "proxy_std": float(accs.std(ddof=1)) if len(accs) > 1 else math.nan,
+        "proxy_first_seed": float(accs[0]),
+        "reference": r_acc,
+        "reference_ci": [float(v) for v in np.clip(r_ci, 0.0, 1.0)],
+        "reference_runs": len(r_accs),
+        "params": _median_int(both["params"]),
+        "macs": _median_int(both["macs"]),
+    }
+
+
+def _rank_stats(pred: np.ndarray, ref: np.ndarray, k: int, boot: dict[str, Any]) -> dict:
+    return {
+        "tau": stats.kendall_tau_b(pred, ref),
+        "tau_ci": list(stats.bootstrap_ci(stats.kendall_tau_b, pred, ref, **boot)),
+        "rho": stats.spearman_rho(pred, ref),
+        "rho_ci": list(stats.bootstrap_ci(stats.spearman_rho, pred, ref, **boot)),
+        "top_k": stats.top_k_overlap(pred, ref, k),
+    }
+
+
+def _mean_pair_tau(acc: np.ndarray) -> float:
+    """Mean Kendall tau-b over all pairs of columns (seeds) of a designs x seeds matrix."""
+    n = acc.shape[1]
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    return float(np.mean([stats.kendall_tau_b(acc[:, i], acc[:, j]) for i, j in pairs]))
+
+
+def _tau_difference(pred: np.ndarray, other: np.ndarray, ref: np.ndarray) -> float:
+    return stats.kendall_tau_b(pred, ref) - stats.kendall_tau_b(other, ref)
+
+
+def _val_se(rows: pd.DataFrame) -> float:
+    rows = rows[rows["val_images"] > 0]
+    acc = rows["accuracy"].to_numpy(float)
+    return float(np.mean(stats.accuracy_se(acc, rows["val_images"]))) if len(acc) else math.nan
+
+
+def _median_int(values: pd.Series) -> int | None:
+    v = values.dropna()
+    return int(v.median()) if not v.empty else None
+
+
+def analyse(
+    df: pd.DataFrame, *, n_boot: int = N_BOOT, level: float = LEVEL, seed: int = 0
+) -> dict[str, Any]:
+    """Noise floor, rank agreement and a verdict from a ``calibration.csv`` frame.
+
+    Only designs with at least one proxy run and one reference run (with an accuracy) are
+    compared; runs without an accuracy (failed) are ignored. Intervals are bootstrap intervals
+    over designs (rank statistics), t intervals over seeds (a design's proxy mean, clipped to
+    ``[0, 1]``) or binomial validation intervals (a design's single reference run).
+
+    Args:
+        df: the runs, with the :data:`COLUMNS`.
+        n_boot: bootstrap resamples for every rank interval.
+        level: coverage of every interval.
+        seed: seed of the bootstrap (the same seed gives the same intervals).
+
+    Returns:
+        A JSON-ready dict (``nan`` where a statistic is undefined) with ``counts``, ``noise``,
+        ``rank`` (per predictor: ``tau``, ``tau_ci``, ``rho``, ``rho_ci``, ``top_k``),
+        ``seed_to_seed``, ``top_k``, ``versus`` (the proxy against each trivial predictor),
+        ``verdict`` and ``per_design`` (best reference accuracy first).
+
+    Raises:
+        ArchsearchError: a column is missing, an accuracy is outside ``[0, 1]``, or fewer than
+            3 designs have both tiers.
+    """
+    frame = _check_frame(df)
+    runs = frame[frame["accuracy"].notna() & frame["tier"].isin([PROXY, REFERENCE])]
+    proxy, ref = runs[runs["tier"] == PROXY], runs[runs["tier"] == REFERENCE]
+    have_both = set(proxy["design"]) & set(ref["design"])
+    both = [d for d in pd.unique(runs["design"]) if d in have_both]
+    if len(both) < 3:
+        raise ArchsearchError(
+            "calibration: expected at least 3 designs with both proxy and reference runs, "
+            f"got {len(both)}"
+        )
+    by_proxy = {d: g.sort_values("seed") for d, g in proxy.groupby("design", sort=False)}
+    by_ref = dict(tuple(ref.groupby("design", sort=False)))
+    per_design = [_design_row(by_proxy[d], by_ref[d], level) for d in both]
+    col = {key: np.array([x[key] for x in per_design], dtype=float) for key in _PREDICTORS}
+    pm, rr = col["proxy_mean"], np.array([x["reference"] for x in per_design])
+    for x, pr, rk in zip(per_design, stats.rankdata(-pm), stats.rankdata(-rr)):
+        x["proxy_rank"], x["reference_rank"] = float(pr), float(rk)
+    n, k = len(per_design), min(TOP_K, len(per_design))
+    boot: dict[str, Any] = {"n_boot": n_boot, "level": level, "seed": seed}
+    rank = {
+        key: {"label": label, **_rank_stats(col[key], rr, k, boot)}
+        for key, label in _PREDICTORS.items()
+    }
+    # Seed-to-seed: the seeds every compared design has, as a designs x seeds matrix.
+    common = sorted(set.intersection(*(set(by_proxy[d]["seed"]) for d in both)))
+    s2s: dict[str, Any] = {"tau": math.nan, "tau_ci": [math.nan, math.nan]}
+    if len(common) >= 2:
+        by_seed = [by_proxy[d].groupby("seed")["accuracy"].mean() for d in both]
+        mat = np.array([g.loc[common].to_numpy(float) for g in by_seed])
+        ci = stats.bootstrap_ci(_mean_pair_tau, mat, **boot)
+        s2s = {"tau": _mean_pair_tau(mat), "tau_ci": list(ci)}
+    s2s |= {"seeds": [int(v) for v in common], "pairs": len(common) * (len(common) - 1) // 2}
+    versus = {}
+    for key in ("params", "macs"):
+        ci = stats.bootstrap_ci(_tau_difference, pm, col[key], rr, **boot)
+        diff = _tau_difference(pm, col[key], rr)
+        versus[key] = {"tau_difference": diff, "ci": list(ci), "result": stats.compare(ci, (0, 0))}
+    cp, cr = proxy[proxy["design"].isin(both)], ref[ref["design"].isin(both)]
+    seed_std = [x["proxy_std"] for x in per_design if x["proxy_seeds"] > 1]
+    seeds = [x["proxy_seeds"] for x in per_design]
+    counts: dict[str, Any] = {"designs": n, "seeds": max(seeds), "seeds_min": min(seeds)}
+    counts["designs_incomplete"] = int(pd.unique(runs["design"]).size - n)
+    counts["failed_runs"] = int(frame["accuracy"].isna().sum())
+    for tier, rows, every in ((PROXY, cp, proxy), (REFERENCE, cr, ref)):
+        counts[f"{tier}_runs"] = len(rows)
+        counts[f"{tier}_images_x_epochs"] = _median_int(rows["images_x_epochs"])
+        counts[f"{tier}_val_images"] = _median_int(rows["val_images"])
+        counts[f"{tier}_cpu_seconds"] = float(every["train_seconds"].sum())
+    noise = {
+        "proxy_seed_std_mean": float(np.mean(seed_std)) if seed_std else math.nan,
+        "proxy_seed_std_max": float(np.max(seed_std)) if seed_std else math.nan,
+        "proxy_val_se": _val_se(cp),
+        "reference_val_se": _val_se(cr),
+    }
+    analysis: dict[str, Any] = {
+        "level": level,
+        "n_boot": n_boot,
+        "counts": counts,
+        "noise": noise,
+        "rank": rank,
+        "seed_to_seed": s2s,
+        "top_k": {"k": k, "overlap": rank["proxy_mean"]["top_k"]},
+        "versus": versus,
+        "per_design": sorted(per_design, key=lambda x: (x["reference_rank"], x["design"])),
+    }
+    analysis["verdict"] = _verdict(analysis)
+    return analysis
+
+
+def _num(value: float | None, digits: int = 2, sign: bool = False) -> str:
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
+
+
+def _ci(ci: Sequence[float | None], digits: int = 2, sign: bool = False) -> str:
+    return f"[{_num(ci[0], digits, sign)}, {_num(ci[1], digits, sign)}]"
+
+
+def _verdict(a: dict[str, Any]) -> str:
+    c, r = a["counts"], a["rank"]["proxy_mean"]
+    pct = round(100 * a["level"])
+    seeds = f"mean of {c['seeds']} seeds" if c["seeds"] > 1 else "one seed"
+    text = (
+        f"Over {c['designs']} designs, the proxy ({seeds}) ranks designs like the reference "
+        f"with Kendall tau-b {_num(r['tau'])} ({pct}% interval {_ci(r['tau_ci'])})"
+    )
+    if not math.isfinite(r["tau"]):
+        return text + "; the statistic is undefined (constant accuracies)."
+    if r["tau_ci"][0] <= 0 <= r["tau_ci"][1]:
+        text += ", not distinguishable from no agreement at this number of designs"
+    parts = []
+    for name, shown in (("params", "params"), ("macs", "MACs")):
+        v = a["versus"][name]
+        tau = a["rank"][name]["tau"]
+        word = {"better": "beats", "worse": "is beaten by", "tied": "ties with"}[v["result"]]
+        parts.append(
+            f"it {word} ranking by {shown} (tau {_num(tau)}; paired difference "
+            f"{_num(v['tau_difference'], sign=True)}, {_ci(v['ci'], sign=True)})"
+        )
+    text += "; " + " and ".join(parts) + "."
+    s = a["seed_to_seed"]
+    if math.isfinite(s["tau"]):
+        text += (
+            f" Two proxy seeds agree with each other to tau {_num(s['tau'])} {_ci(s['tau_ci'])}."
+        )
+    return text
+
+
+# ------------------------------------------------------------------------------------ figure
+def scatter_png(df: pd.DataFrame, analysis: dict[str, Any]) -> bytes:
+    """Proxy seed-mean accuracy (x) against reference accuracy (y), one point per design.
+
+    Horizontal bars are the proxy's t interval over seeds, vertical bars the reference's
+    validation interval; grey dots are the single proxy seeds; numbers are reference ranks (as
+    in :func:`html_section`'s table). The axes frame the points, so the wide t interval of two
+    or three seeds may run off the frame. 1210 x 770 px.
+    """
+    rows, c = analysis["per_design"], analysis["counts"]
+    x = np.array([r["proxy_mean"] for r in rows])
+    y = np.array([r["reference"] for r in rows])
+
+    def err(center: np.ndarray, key: str) -> np.ndarray:
+        lo, hi = np.array([r[key] for r in rows], dtype=float).T
+        return np.nan_to_num(np.vstack([center - lo, hi - center]), nan=0.0).clip(min=0.0)
+
+    frame = _check_frame(df)
+    ref_of = dict(zip([r["design"] for r in rows], y))
+    seeds = frame[(frame["tier"] == PROXY) & frame["accuracy"].notna()]
+    seeds = seeds[seeds["design"].isin(ref_of)]
+    fig = _figure(11.0, 7.0)
+    ax = fig.add_subplot()
+    sx, sy = seeds["accuracy"].to_numpy(float), seeds["design"].map(ref_of).to_numpy(float)
+    ax.scatter(sx, sy, s=12, color=_SEEDS, alpha=0.6, zorder=2, label="single proxy seeds")
+    xerr, yerr = err(x, "proxy_ci"), err(y, "reference_ci")
+    style: dict[str, Any] = {"fmt": "o", "ms": 6, "color": _POINTS, "capsize": 2, "zorder": 3}
+    ax.errorbar(x, y, xerr=xerr, yerr=yerr, label="designs (proxy: mean of seeds)", **style)
+    offset: dict[str, Any] = {"xytext": (4, 4), "textcoords": "offset points", "fontsize": 8}
+    for r, px, py in zip(rows, x, y):
+        ax.annotate(f"{r['reference_rank']:g}", (px, py), **offset)
+    seeds_txt = f"mean of {c['seeds']} seeds" if c["seeds"] > 1 else "1 seed"
+    ixe = [c[f"{t}_images_x_epochs"] for t in (PROXY, REFERENCE)]
+    ixe_txt = [f", {short_count(v)} images x epochs" if v else "" for v in ixe]
+    pct = round(100 * analysis["level"])
+    ax.set_xlabel(f"proxy accuracy ({seeds_txt}{ixe_txt[0]}; bars: {pct}% t interval over seeds)")
+    ax.set_ylabel(f"reference accuracy ({ixe_txt[1][2:]}; bars: {pct}% validation interval)")
+    tau = analysis["rank"]["proxy_mean"]
+    ax.set_title(
+        f"Proxy vs reference, {c['designs']} designs: Kendall tau-b {_num(tau['tau'])} "
+        f"{_ci(tau['tau_ci'])}, Spearman rho {_num(tau['rho'])} (numbers: reference rank)",
+        fontsize=10,
+    )
+    # Frame the points (means and single seeds); a few-seed t interval may run off the frame.
+    for lim, v in ((ax.set_xlim, [x, sx]), (ax.set_ylim, [y - yerr[0], y + yerr[1]])):
+        lo, hi = float(np.nanmin(np.concatenate(v))), float(np.nanmax(np.concatenate(v)))
+        pad = max(0.08 * (hi - lo), 0.005)
+        lim(lo - pad, hi + pad)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    return _png(fig)
+
+
+# ------------------------------------------------------------------------------------ HTML
+def _esc(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    head = "".join(f"<th>{_esc(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f'<div class="scroll"><table><tr>{head}</tr>{body}</table></div>'
+
+
+def _count(value: Any) -> str:
+    return "-" if value is None else short_count(float(value))
+
+
+def _intro(pct: int, k: int) -> str:
+    return (
+        "The search ranks designs by a short proxy training. To check that ranking, designs "
+        "were trained at the proxy tier with several seeds and once at a longer reference tier. "
+        "Rank agreement is Kendall's tau-b and Spearman's rho between two orderings of the same "
+        f"designs (1: identical, 0: unrelated, -1: reversed), with {pct}% bootstrap intervals "
+        f"over designs; top-{k} counts the reference's best {k} designs among the proxy's best "
+        f"{k}. Params and MACs are trivial predictors that need no training (positive tau: "
+        "larger models rank higher); the proxy beats one only when the interval of the paired "
+        "difference of their taus lies above 0. A design's proxy interval is a t interval over "
+        "its seeds; its reference interval comes from the validation standard error."
+    )
+
+
+def html_section(analysis: dict[str, Any], img_src: str) -> str:
+    """The calibration as an HTML fragment, ``<section id="calibration">...</section>``.
+
+    Args:
+        analysis: the result of :func:`analyse` (or its JSON, ``nan`` stored as ``null``).
+        img_src: ``src`` of the scatter image (a file name or a ``data:`` URI).
+    """
+    a = analysis
+    c, noise, pct, k = a["counts"], a["noise"], round(100 * a["level"]), a["top_k"]["k"]
+
+    def est(v: Any, lohi: Sequence[Any], digits: int = 2, sign: bool = False) -> str:
+        return f"{_num(v, digits, sign)} {_ci(lohi, digits, sign)}"
+
+    rank_rows = []
+    for name, st in a["rank"].items():
+        label = st["label"]
+        if name == "proxy_mean" and c["seeds"] > 1:
+            label = f"proxy, mean of {c['seeds']} seeds"
+        tau, rho = est(st["tau"], st["tau_ci"]), est(st["rho"], st["rho_ci"])
+        rank_rows.append((label, tau, rho, f"{st['top_k']}/{k}"))
+    s = a["seed_to_seed"]
+    if s.get("pairs"):
+        pairs = f"{s['pairs']} pair{'s' if s['pairs'] > 1 else ''}"
+        rank_rows.append((f"proxy seed vs seed ({pairs})", est(s["tau"], s["tau_ci"]), "-", "-"))
+    seeds = f"{c['seeds_min']}-{c['seeds']}" if c["seeds_min"] != c["seeds"] else c["seeds"]
+    std = f"{_num(noise['proxy_seed_std_mean'], 4)} / {_num(noise['proxy_seed_std_max'], 4)}"
+    se = [
+        f"{_num(noise[f'{t}_val_se'], 4)} ({_count(c[f'{t}_val_images'])} images)"
+        for t in (PROXY, REFERENCE)
+    ]
+    ixe = [_count(c[f"{t}_images_x_epochs"]) for t in (PROXY, REFERENCE)]
+    minutes = [f"{c[f'{t}_cpu_seconds'] / 60:.1f}" for t in (PROXY, REFERENCE)]
+    facts = [
+        ("designs compared", c["designs"]),
+        ("proxy seeds per design", seeds),
+        ("proxy seed-to-seed std (mean / max over designs)", std),
+        ("validation standard error, proxy / reference", " / ".join(se)),
+        ("images x epochs per run, proxy / reference", " / ".join(ixe)),
+        ("training minutes (sum of train_seconds), proxy / reference", " / ".join(minutes)),
+    ]
+    for name, shown in (("params", "params"), ("macs", "MACs")):
+        v = a["versus"][name]
+        diff = est(v["tau_difference"], v["ci"], sign=True)
+        facts.append((f"proxy tau minus {shown} tau (paired)", f"{diff}: {v['result']}"))
+    design_rows = []
+    for r in a["per_design"]:
+        proxy = (est(r["proxy_mean"], r["proxy_ci"], 3), r["proxy_seeds"], f"{r['proxy_rank']:g}")
+        ref, sizes = (
+            est(r["reference"], r["reference_ci"], 3),
+            (_count(r["params"]), _count(r["macs"])),
+        )
+        rank = f"{r['reference_rank']:g}"
+        design_rows.append((rank, r["design"], r["label"], *proxy, ref, *sizes))
+    rank_head = ["ranking by", f"Kendall tau-b [{pct}%]", f"Spearman rho [{pct}%]", f"top-{k}"]
+    design_head = ["#", "design", "label", f"proxy accuracy [{pct}%]", "seeds", "proxy rank"]
+    design_head += [f"reference accuracy [{pct}%]", "params", "MACs"]
+    return (
+        '<section id="calibration"><h2>Proxy calibration</h2>'
+        f"<p>{_esc(_intro(pct, k))}</p><p><strong>{_esc(a['verdict'])}</strong></p>"
+        f"{_table(rank_head, rank_rows)}{_table(('quantity', 'value'), facts)}"
+        f"<h3>Designs (best reference accuracy first)</h3>{_table(design_head, design_rows)}"
+        f'<figure><img src="{html.escape(img_src, quote=True)}" alt="proxy accuracy against '
+        'reference accuracy, one point per design"><figcaption>Proxy (mean over seeds) against '
+        f"reference accuracy; bars are {pct}% intervals, grey dots single seeds, numbers "
+        "reference ranks.</figcaption></figure></section>"
+    )
+
+
+# ------------------------------------------------------------------------------------ files
+def _jsonable(value: Any) -> Any:
+    """``nan``/``inf`` become ``None``; numpy scalars become Python numbers."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write through a temporary file in the same directory and ``os.replace``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_calibration(run_dir: Path, df: pd.DataFrame) -> dict[str, Path]:
+    """Analyse ``df``; write ``calibration.json`` and ``calibration.png`` into ``run_dir``.
+
+    Returns ``{"json": Path, "png": Path}``; raises :class:`ArchsearchError` as :func:`analyse`.
+    """
+    out = Path(run_dir)
+    analysis = analyse(df)
+    text = json.dumps(_jsonable(analysis), indent=1, allow_nan=False) + "\n"
+    paths = {"json": out / "calibration.json", "png": out / "calibration.png"}
+    _write_atomic(paths["png"], scatter_png(df, analysis))
+    _write_atomic(paths["json"], text.encode())
+    return paths

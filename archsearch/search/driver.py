@@ -1,0 +1,327 @@
+"""The one study driver: ask, deduplicate by archid, count, check budgets, train, tell, record.
+
+Both backends are thin adapters over :class:`StudyDriver`: the local loop
+(:mod:`archsearch.search.local`) trains a :class:`Candidate` in-process, the Ray adapter
+(:mod:`archsearch.search.ray_backend`) on a Ray worker; each then hands the outcome back here.
+The rule for reusing an earlier result lives in :meth:`StudyDriver.earlier` and nowhere else: an
+architecture (archid) already trained is never trained again, its repeat reuses the result, does
+not count towards ``--trials`` and is no second point on the front.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from .._logging import get_logger
+from ..config import ArchConfig
+from ..cost.candidate import CostRecord, cost_candidate
+from ..models import reference_config
+from ..pareto import front as pareto_front
+from ..records import TrialRecord, trials_frame
+from ..rundir import write_atomic
+from ..train.candidate import TrainOutcome
+from ..train.proxy import ProxySchedule
+from . import study as st
+from .plan import Plan
+
+__all__ = ["Candidate", "Progress", "StudyDriver", "describe"]
+
+log = get_logger("driver")
+
+#: Trial attributes that are the result of an evaluation (copied onto a repeat).
+RESULT_ATTRS = (
+    "feasible",
+    "params",
+    "total_params",
+    "macs",
+    "latency_ms",
+    "violations",
+    "counted_by",
+    "proxy_accuracy",
+    "val_images",
+    "history",
+    "epochs",
+    "train_seconds",
+    "weights",
+)
+RUNNING = "running"
+#: Samples in a row that only repeat evaluated architectures before the space counts as exhausted.
+MAX_REPEATS = 25
+
+
+class Progress:
+    """Receives run events; the CLI renders them. All methods are no-ops here."""
+
+    def start(self, plan: Plan, done: int) -> None: ...
+    def trial_start(self, index: int, total: int, number: int, desc: str, kind: str) -> None: ...
+    def epoch(self, epoch: int, epochs: int, accuracy: float) -> None: ...
+    def trial_end(self, row: dict[str, Any], best: float | None, front: int) -> None: ...
+    def finish(self, plan: Plan, front: Any) -> None: ...
+
+
+@dataclass
+class Candidate:
+    """A feasible, new architecture to train, with its open Optuna trial."""
+
+    trial: optuna.Trial
+    config: ArchConfig
+    cost: CostRecord
+    baseline: str = ""
+    schedule: ProxySchedule | None = None  # None: the run's proxy schedule
+    seed_offset: int = 0  # > 0: a repeat training of the same design with another seed
+
+    @property
+    def number(self) -> int:
+        return self.trial.number
+
+    @property
+    def tag(self) -> str:
+        return f"baseline-{self.baseline}" if self.baseline else f"trial{self.number:05d}"
+
+
+def describe(config: ArchConfig) -> str:
+    """A short human-readable summary of an architecture (for progress lines)."""
+    from ..blocks import notation
+
+    return notation(config)
+
+
+class StudyDriver:
+    """One run's study: every decision about a trial is taken here."""
+
+    def __init__(self, plan: Plan, study: optuna.Study, progress: Progress | None = None) -> None:
+        self.plan, self.study = plan, study
+        self.progress = progress or Progress()
+        self.started = time.monotonic()
+        self.repeats = 0  # samples in a row that repeated an evaluated architecture
+        self.over_budget = 0  # over-budget samples in all
+        self.waiting: dict[str, list[optuna.Trial]] = {}
+
+    # ------------------------------------------------------------------ asking
+    def baselines_left(self) -> list[str]:
+        done = {
+            t.user_attrs.get("baseline")
+            for t in self.study.get_trials(deepcopy=False)
+            if t.state.is_finished() and not t.user_attrs.get("interrupted")
+        }
+        return [n for n in self.plan.baselines if n not in done]
+
+    def baseline(self, name: str, index: int) -> Candidate | None:
+        """Open the trial of a reference design (None if it turned out over budget)."""
+        cfg = reference_config(name)
+        trial = self.study.ask()
+        self._open(trial, cfg, baseline=name)
+        total = len(self.plan.baselines)
+        self.progress.trial_start(index, total, trial.number, describe(cfg), f"baseline {name}")
+        return self._costed(trial, cfg, baseline=name)
+
+    def propose(self) -> Candidate | str | None:
+        """Sample one candidate. Returns a :class:`Candidate` to train, :data:`RUNNING` when the
+        same architecture is in flight (the trial waits, see :meth:`settle_waiting`), or None
+        when the candidate was settled without training (repeat or over budget)."""
+        trial = self.study.ask()
+        try:
+            cfg = self.plan.space.sample(lambda n, opts: trial.suggest_categorical(n, opts))
+            self._open(trial, cfg)
+            index = st.counted_trials(self.study, include_running=True)
+            self.progress.trial_start(index, self.plan.trials, trial.number, describe(cfg), "trial")
+            earlier = self.earlier(cfg.archid, trial.number)
+            if earlier == RUNNING:
+                self.waiting.setdefault(cfg.archid, []).append(trial)
+                return RUNNING
+            if isinstance(earlier, FrozenTrial):
+                self._reuse(trial, earlier)
+                return None
+            return self._costed(trial, cfg)
+        except BaseException:
+            self.interrupt(trial)
+            raise
+
+    def earlier(self, archid: str, number: int) -> FrozenTrial | str | None:
+        """The finished, trained trial of the same architecture; :data:`RUNNING` if one is in
+        flight in a live process; None if this architecture is new."""
+        running = False
+        for t in self.study.get_trials(deepcopy=False):
+            a = t.user_attrs
+            if t.number == number or a.get("archid") != archid or a.get("reused_from") is not None:
+                continue
+            if t.state == TrialState.COMPLETE:
+                return t
+            if t.state == TrialState.RUNNING and st.alive(a.get("owner")):
+                running = True
+        return RUNNING if running else None
+
+    def _open(self, trial: optuna.Trial, cfg: ArchConfig, baseline: str = "") -> None:
+        trial.set_user_attr("owner", st.owner())
+        trial.set_user_attr("archid", cfg.archid)
+        trial.set_user_attr("config", cfg.to_json())
+        if baseline:
+            trial.set_user_attr("baseline", baseline)
+
+    def retry(self, trial: optuna.Trial) -> Candidate | None:
+        """A waiting trial whose in-flight original did not complete: cost it to train itself."""
+        return self._costed(trial, ArchConfig.from_json(trial.user_attrs["config"]))
+
+    def _costed(self, trial: optuna.Trial, cfg: ArchConfig, baseline: str = "") -> Candidate | None:
+        plan = self.plan
+        latency = "latency" in plan.objectives
+        cost = cost_candidate(cfg, plan.budget, plan.target, latency=latency)
+        if not cost.feasible:
+            log.info("trial %d over budget: %s", trial.number, "; ".join(cost.violations))
+            self._tell(trial, cost, None)
+            self.over_budget += 1
+            return None
+        self.repeats = 0
+        return Candidate(trial, cfg, cost, baseline)
+
+    # ------------------------------------------------------------------ telling
+    def _values(self, cost: CostRecord, accuracy: float | None) -> list[float]:
+        values = {"accuracy": accuracy or 0.0, "latency": cost.latency_ms or 0.0}
+        values.update(params=float(cost.params), macs=float(cost.macs))
+        return [float(values[o]) for o in self.plan.objectives]
+
+    def _tell(self, trial: optuna.Trial, cost: CostRecord, out: TrainOutcome | None) -> None:
+        attrs: dict[str, Any] = {
+            "feasible": cost.feasible,
+            "params": cost.params,
+            "total_params": cost.total_params,
+            "macs": cost.macs,
+            "latency_ms": cost.latency_ms,
+            "violations": "; ".join(cost.violations),
+            "counted_by": cost.counted_by,
+            "epochs": 0,
+            "train_seconds": 0.0,
+        }
+        if out is not None:
+            attrs.update(proxy_accuracy=out.accuracy, val_images=out.val_images)
+            attrs.update(history=out.history, epochs=out.epochs)
+            attrs.update(train_seconds=round(out.train_seconds, 3))
+            if out.weights is not None:
+                attrs["weights"] = self.plan.run.relative(out.weights)
+        for k, v in attrs.items():
+            trial.set_user_attr(k, v)
+        for k, v in (cost.ratios or {"budget": 0.0}).items():
+            trial.set_constraint(k, v)
+        self.study.tell(trial, self._values(cost, out.accuracy if out else None))
+        self.after(trial.number)
+
+    def complete(self, cand: Candidate, out: TrainOutcome) -> None:
+        self._tell(cand.trial, cand.cost, out)
+
+    def out_of_memory(self, cand: Candidate, message: str) -> None:
+        """The candidate does not fit in memory: recorded as infeasible, the search goes on."""
+        cand.cost.violations.append("out of memory")
+        cand.cost.ratios["oom"] = 1.0
+        cand.trial.set_user_attr("error", message)
+        self._tell(cand.trial, cand.cost, None)
+
+    def fail(self, cand: Candidate, message: str, *, pruned: bool = False) -> None:
+        """Training failed (non-finite loss, a worker error) or was stopped early."""
+        cand.trial.set_user_attr("error", message)
+        self._cost_attrs(cand)
+        self.study.tell(cand.trial, state=TrialState.PRUNED if pruned else TrialState.FAIL)
+        self.after(cand.number)
+
+    def _cost_attrs(self, cand: Candidate) -> None:
+        c = cand.cost
+        for k, v in (("params", c.params), ("total_params", c.total_params), ("macs", c.macs)):
+            cand.trial.set_user_attr(k, v)
+
+    def interrupt(self, trial: optuna.Trial) -> None:
+        """Not the candidate's fault (Ctrl-C, a crash of ours): run it again next time."""
+        trial.set_user_attr("error", "interrupted")
+        trial.set_user_attr("interrupted", True)
+        self.study.tell(trial, state=TrialState.FAIL)
+        if not self.study.trials[trial.number].user_attrs.get("baseline"):
+            self.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+
+    def _reuse(self, trial: optuna.Trial, done: FrozenTrial) -> None:
+        for k in RESULT_ATTRS:
+            if k in done.user_attrs:
+                trial.set_user_attr(k, done.user_attrs[k])
+        trial.set_user_attr("reused_from", done.number)
+        for k, v in dict(done.constraints).items():
+            trial.set_constraint(k, v)
+        self.study.tell(trial, done.values)
+        self.repeats += 1
+        self.after(trial.number)
+
+    def settle_waiting(self, archid: str) -> list[optuna.Trial]:
+        """Trials waiting for ``archid``: reuse its result if it completed; otherwise the first
+        waiting trial is returned (with the rest still waiting) to be trained itself."""
+        waiting = self.waiting.pop(archid, [])
+        if not waiting:
+            return []
+        done = self.earlier(archid, -1)
+        if isinstance(done, FrozenTrial):
+            for trial in waiting:
+                self._reuse(trial, done)
+            return []
+        if done == RUNNING:
+            self.waiting[archid] = waiting
+            return []
+        if waiting[1:]:
+            self.waiting[archid] = waiting[1:]
+        return waiting[:1]
+
+    def weights_path(self, cand: Candidate) -> Path | None:
+        """Where the candidate's trained weights go (None: not kept)."""
+        return self.plan.run.weights_file(cand.tag, cand.config.archid)
+
+    # ------------------------------------------------------------------ stopping, recording
+    def stop_reason(self) -> str | None:
+        """Why no further candidate should be sampled now, or None."""
+        plan = self.plan
+        if st.counted_trials(self.study, include_running=True) >= plan.trials:
+            return "trials"
+        if plan.timeout is not None and time.monotonic() - self.started > plan.timeout:
+            log.warning("timeout of %.0f s reached; stopping the search", plan.timeout)
+            return "timeout"
+        if self.repeats >= MAX_REPEATS:
+            log.warning("%d samples in a row repeated evaluated designs; stopping", self.repeats)
+            return "exhausted"
+        if self.over_budget >= max(200, 50 * plan.trials):
+            log.warning("%d candidates over budget, too few within; stopping", self.over_budget)
+            return "exhausted"
+        return None
+
+    def records(self) -> list[TrialRecord]:
+        return [st.to_record(t) for t in self.study.get_trials(deepcopy=False)]
+
+    def front(self, records: list[TrialRecord] | None = None) -> Any:
+        table = trials_frame(records if records is not None else self.records())
+        return pareto_front(table, self.plan.objectives)
+
+    def write_table(self, records: list[TrialRecord] | None = None) -> Any:
+        """Write ``trials.csv`` (under the run's lock), then remove the weights of designs no
+        longer on the front; returns the front."""
+        run = self.plan.run
+        records = records if records is not None else self.records()
+        table = trials_frame(records)
+        front = pareto_front(table, self.plan.objectives)
+        keep = set(front["weights"].dropna())
+        table["weights"] = table["weights"].where(table["trial"].isin(set(front["trial"])))
+        with run.lock():
+            write_atomic(run.trials, table.to_csv(index=False))
+            for r in records:
+                stale = r.weights and r.weights not in keep and r.reused_from is None
+                if stale and r.state != "RUNNING":
+                    (run.root / str(r.weights)).unlink(missing_ok=True)
+        return front
+
+    def after(self, number: int) -> None:
+        records = self.records()
+        front = self.write_table(records)
+        row = next(r for r in records if r.trial == number).row()
+        accs = [
+            r.proxy_accuracy
+            for r in records
+            if r.feasible and r.proxy_accuracy is not None and r.state == "COMPLETE"
+        ]
+        self.progress.trial_end(row, max(accs) if accs else None, len(front))

@@ -1,0 +1,89 @@
+"""Train one candidate architecture by the proxy schedule (no costing, no study)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..config import ArchConfig
+from ..models import build_model
+from .data import ImageData
+from .proxy import ProxySchedule, save_weights, train_proxy
+
+__all__ = ["TrainOutcome", "Trainer", "trial_seed"]
+
+
+def trial_seed(seed: int, archid: str) -> int:
+    """Per-candidate seed: the same architecture under the same run seed trains identically."""
+    digest = hashlib.sha1(f"{seed}:{archid}".encode()).hexdigest()
+    return int(digest[:8], 16) & 0x7FFFFFFF
+
+
+@dataclass
+class TrainOutcome:
+    """What one proxy training produced."""
+
+    accuracy: float
+    val_images: int
+    epochs: int
+    train_seconds: float
+    history: list[float] = field(default_factory=list)
+    weights: Path | None = None
+
+
+@dataclass
+class Trainer:
+    """Trains candidates on one dataset under one schedule and device.
+
+    Raises (from :meth:`train`): :class:`~archsearch.train.proxy.CandidateOOMError` when the
+    candidate does not fit in memory, :class:`~archsearch.errors.TrainingError` on a non-finite
+    loss; anything else is not the candidate's fault.
+    """
+
+    data: ImageData
+    schedule: ProxySchedule
+    device: torch.device
+    seed: int
+
+    def val_images(self, schedule: ProxySchedule | None = None) -> int:
+        n = int(self.data.val_x.shape[0])
+        cap = (schedule or self.schedule).val_subset
+        return min(n, cap) if cap else n
+
+    def train(
+        self,
+        config: ArchConfig,
+        *,
+        weights: Path | None = None,
+        on_epoch: Callable[[int, float], None] | None = None,
+        seed_offset: int = 0,
+        schedule: ProxySchedule | None = None,
+    ) -> TrainOutcome:
+        """Train ``config`` (by ``schedule``, default the trainer's; with the run seed plus
+        ``seed_offset``); save the weights to ``weights`` (atomically) when given."""
+        data = self.data
+        sched = schedule or self.schedule
+        seed = trial_seed(self.seed + seed_offset, config.archid)
+        torch.manual_seed(seed)  # weight init: a candidate trains identically on a re-run
+        model = build_model(
+            config,
+            num_classes=data.num_classes,
+            in_chans=data.in_chans,
+            img_size=sched.img_size or data.img_size,
+        )
+        result = train_proxy(model, data, sched, device=self.device, seed=seed, on_epoch=on_epoch)
+        if weights is not None:
+            weights.parent.mkdir(parents=True, exist_ok=True)
+            save_weights(model.cpu(), weights)
+        return TrainOutcome(
+            accuracy=result.accuracy,
+            val_images=self.val_images(sched),
+            epochs=result.epochs,
+            train_seconds=result.train_seconds,
+            history=list(result.history),
+            weights=weights,
+        )

@@ -1,0 +1,87 @@
+"""archsearch calibrate: proxy seeds and a reference tier through the run's own driver."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from archsearch.calibrate import CALIBRATION_COLUMNS, calibrate
+from archsearch.errors import ConfigError
+from archsearch.records import read_trials
+from archsearch.train import candidate
+
+from ._tiny import TINY_RUN, tiny_run
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_run(tmp_path_factory.mktemp("calibrate") / "run", trials=4)
+
+
+def test_calibration_of_a_run_folder_and_its_resume(
+    run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    real = candidate.Trainer.train
+    calls: list[tuple[str, int]] = []
+
+    def counted(self, config, **kw):
+        calls.append((config.archid, kw.get("seed_offset", 0)))
+        if len(calls) == 4:
+            raise KeyboardInterrupt  # a kill in the middle of the calibration
+        return real(self, config, **kw)
+
+    monkeypatch.setattr(candidate.Trainer, "train", counted)
+    with pytest.raises(KeyboardInterrupt):
+        calibrate(str(copy), designs=3, seeds=2, reference_factor=2.0, quiet=True)
+    done_before = len(pd.read_csv(copy / "calibration.csv"))
+    assert done_before == 3
+    result = calibrate(str(copy), designs=3, seeds=2, reference_factor=2.0, quiet=True)
+    df = pd.read_csv(result["csv"])
+    assert list(df.columns) == CALIBRATION_COLUMNS
+    assert len(df) == 3 * 2 + 3 and df.design.nunique() == 3
+    assert sorted(df.tier.unique()) == ["proxy", "reference"]
+    assert len(calls) == 3 + 1 + 6  # three done, one interrupted and redone, six more
+    proxy = df[df.tier == "proxy"]
+    ref = df[df.tier == "reference"]
+    assert (ref.images_x_epochs >= 2 * proxy.images_x_epochs.max()).all()
+    # proxy seed 0 is the run's own training: the same accuracy as in trials.csv
+    trials = read_trials(copy / "trials.csv").dropna(subset=["proxy_accuracy"])
+    by_id = dict(zip(trials.archid, trials.proxy_accuracy))
+    for _, r in proxy[proxy.seed == 0].iterrows():
+        assert r.accuracy == pytest.approx(by_id[r.design])
+    analysis = json.loads((copy / "calibration.json").read_text())
+    assert analysis and (copy / "calibration.png").read_bytes()[:4] == b"\x89PNG"
+    assert 'id="calibration"' in (copy / "report.html").read_text()
+    trainings = len(calls)
+    calibrate(str(copy), designs=3, seeds=2, reference_factor=2.0, quiet=True)
+    assert len(calls) == trainings  # finished: nothing is trained again
+
+
+def test_space_calibration_samples_feasible_designs(tmp_path: Path) -> None:
+    opts = {k: v for k, v in TINY_RUN.items() if k not in ("space", "baselines", "quiet")}
+    result = calibrate(
+        space="tiny", budget="100K-params", out=str(tmp_path / "cal"), designs=3, seeds=2,
+        reference_factor=2.0, quiet=True, **opts,
+    )  # fmt: skip
+    df = pd.read_csv(result["csv"])
+    assert len(df) == 9 and (df.params <= 100_000).all()
+
+
+def test_bad_calibration_requests_are_one_line_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--seeds: expected an integer >= 2, got 1"):
+        calibrate(space="tiny", budget="100K-params", seeds=1)
+    res = subprocess.run(
+        [sys.executable, "-m", "archsearch.cli", "calibrate", str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert res.returncode == 2
+    assert res.stderr.count("\n") == 1 and "expected an archsearch run.yaml" in res.stderr
