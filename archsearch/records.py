@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from . import stats
 from .errors import ArchsearchError
 
 __all__ = [
@@ -61,7 +62,7 @@ def accuracy_se(accuracy: float | None, n: int | None) -> float | None:
     """Binomial standard error of an accuracy measured on ``n`` validation images."""
     if accuracy is None or not n or (isinstance(accuracy, float) and math.isnan(accuracy)):
         return None
-    return math.sqrt(max(accuracy * (1.0 - accuracy), 0.0) / n)
+    return float(stats.accuracy_se(accuracy, n))
 
 
 @dataclass

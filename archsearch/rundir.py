@@ -18,8 +18,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["RunDir", "write_atomic", "MARKER"]
+__all__ = ["RunDir", "write_atomic", "MARKER", "PLOT_FILES"]
 
+#: Every plot a report may write.
+PLOT_FILES = (
+    "pareto_macs.png",
+    "pareto_params.png",
+    "pareto_latency.png",
+    "hypervolume.png",
+    "dimensions.png",
+    "importance.png",
+)
 #: Everything archsearch may create in a run folder (the only names ``clear`` removes).
 OWN_FILES = (
     "run.yaml",
@@ -32,13 +41,8 @@ OWN_FILES = (
     "calibration.json",
     "calibration.png",
     "insights.json",
-    "pareto_macs.png",
-    "pareto_params.png",
-    "pareto_latency.png",
-    "hypervolume.png",
-    "dimensions.png",
-    "importance.png",
     ".archsearch.lock",
+    *PLOT_FILES,
 )
 OWN_DIRS = ("weights", "ray")
 

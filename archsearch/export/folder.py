@@ -15,7 +15,7 @@ from torch import nn
 
 from .._logging import get_logger
 from ..errors import ExportError
-from .common import ARCHITECTURE, CONFIG_NAME, README_NAME, WEIGHTS_NAME, Pick, ProxyInfo
+from .common import ARCHITECTURE, CONFIG_NAME, README_NAME, Pick, ProxyInfo
 from .data import model_args, own_rng, timm_model
 from .select import one_line
 
@@ -172,8 +172,9 @@ def write_folder(
     epochs: int | None,
     retrained_acc: float | None,
 ) -> Path:
-    """Stage the folder next to ``target``, check it loads through timm, then publish it."""
-    from safetensors.torch import save_file
+    """Stage the folder next to ``target`` (timm's own ``save_for_hf`` layout: config.json plus
+    model.safetensors), check it loads through timm, then publish it."""
+    import timm.models
 
     model = timm_model(model_args(p, proxy))
     try:
@@ -187,8 +188,17 @@ def write_folder(
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
-        (tmp / CONFIG_NAME).write_text(json.dumps(cfg, indent=2) + "\n")
-        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        overrides = {k: v for k, v in cfg.items() if k not in ("architecture", "model_args")}
+        pc = cfg["pretrained_cfg"]
+        # timm reads the input stem from the model's traits (set from the registry default at
+        # construction); the export knows the real one, found by tracing the model
+        model._traits = {**getattr(model, "_traits", {}), "first_conv": pc["first_conv"]}
+        data_cfg = {k: pc[k] for k in ("input_size", "mean", "std", "crop_pct", "interpolation")}
+        timm.models.save_for_hf(
+            model, str(tmp), model_config=overrides, model_args=cfg["model_args"],
+            safe_serialization=True, data_config=data_cfg,
+        )  # fmt: skip
+        cfg = json.loads((tmp / CONFIG_NAME).read_text())
         (tmp / README_NAME).write_text(_readme(target, cfg))
         _verify(tmp, model, proxy, p.trial)
         _set_modes(tmp)

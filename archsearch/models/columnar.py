@@ -43,6 +43,7 @@ class ColumnarNet(TimmHeadMixin, nn.Module):
         s = config.stages[0]
         self.config = config
         self.num_classes = num_classes
+        self.in_chans = in_chans
         self.lookup = s.mixer == "lookup"
         self.global_pool = global_pool or ("token" if config.class_token else "avg")
         dim = s.dim

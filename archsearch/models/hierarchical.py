@@ -57,6 +57,7 @@ class HierarchicalNet(TimmHeadMixin, nn.Module):
         super().__init__()
         self.config = config
         self.num_classes = num_classes
+        self.in_chans = in_chans
         self.global_pool = global_pool
         dpr_max = config.drop_path_rate if drop_path_rate is None else drop_path_rate
         total = config.depth

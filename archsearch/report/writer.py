@@ -7,7 +7,7 @@ from typing import Any
 
 from .._logging import get_logger
 from ..pareto import hypervolume_history
-from ..rundir import write_atomic
+from ..rundir import PLOT_FILES, write_atomic
 from . import plots
 from .data import dimensions, load_run, param_importances, pareto_rows, results
 from .page import render
@@ -15,16 +15,6 @@ from .page import render
 __all__ = ["write_report", "PLOT_FILES"]
 
 log = get_logger("report")
-
-#: Every plot a report may write; files among these not produced this time are removed.
-PLOT_FILES = (
-    "pareto_macs.png",
-    "pareto_params.png",
-    "pareto_latency.png",
-    "hypervolume.png",
-    "dimensions.png",
-    "importance.png",
-)
 
 
 def write_report(run_dir: str | Path) -> dict[str, Any]:
