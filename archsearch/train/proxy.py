@@ -39,13 +39,13 @@ __all__ = [
 
 log = get_logger("train.proxy")
 # CPU: sized so that the default search (a baseline plus 30 candidates) fits in 13 minutes
-# on 2 cores; validation on 2000 held-out training images.
+# on 2 cores; validation on the whole held-out split (6,000 Fashion-MNIST images).
 _CPU_DEFAULTS: dict[str, Any] = {
     "epochs": 2,
     "img_size": 32,
     "subset": 5000,
     "batch_size": 128,
-    "val_subset": 2000,
+    "val_subset": None,  # the whole validation split: standard error ~0.006 instead of ~0.010
 }
 _GPU_DEFAULTS: dict[str, Any] = {"epochs": 10, "img_size": 64, "subset": None, "batch_size": 256}
 
