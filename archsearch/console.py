@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from typing import Any
@@ -77,8 +78,10 @@ class ConsoleProgress(_ProgressBase):
     def _emit(self, text: str, final: bool = False) -> None:
         if self.quiet:
             return
-        if self.tty:
-            sys.stderr.write("\r\x1b[2K" + text[:200] + ("\n" if final else ""))
+        if self.tty:  # one line, cut to the terminal's width so it never wraps
+            width = max(20, shutil.get_terminal_size((120, 24)).columns - 1)
+            shown = text if final else text[:width]
+            sys.stderr.write("\r\x1b[2K" + shown + ("\n" if final else ""))
             sys.stderr.flush()
         elif final:
             _err(text)

@@ -38,6 +38,8 @@ OWN_FILES = (
     "report.html",
     "calibration.csv",
     "calibration.journal",
+    "study.journal.flock",
+    "calibration.journal.flock",
     "calibration.json",
     "calibration.png",
     "insights.json",

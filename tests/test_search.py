@@ -297,3 +297,22 @@ def test_torn_journal_tail_is_set_aside_and_nothing_is_lost(tmp_path) -> None:
     same = ["trial", "archid", "proxy_accuracy"]
     pd.testing.assert_frame_equal(after[same].head(len(before)), before[same])
     assert len(_trained(after)) == 3 and _trained(after).archid.is_unique
+
+
+def test_a_killed_lock_holder_never_stalls_the_next_start(tmp_path) -> None:
+    from archsearch.search.study import FlockLock
+
+    journal = str(tmp_path / "study.journal")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from archsearch.search.study import FlockLock;"
+         f" FlockLock({journal!r}).acquire(); print('held', flush=True); time.sleep(600)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    holder.kill()
+    holder.wait()
+    t0 = time.monotonic()
+    lock = FlockLock(journal)
+    assert lock.acquire()
+    lock.release()
+    assert time.monotonic() - t0 < 5  # at once, not after a grace period

@@ -192,7 +192,10 @@ def write_folder(
         pc = cfg["pretrained_cfg"]
         # timm reads the input stem from the model's traits (set from the registry default at
         # construction); the export knows the real one, found by tracing the model
-        model._traits = {**getattr(model, "_traits", {}), "first_conv": pc["first_conv"]}
+        model.__dict__["_traits"] = {
+            **getattr(model, "_traits", {}),
+            "first_conv": pc["first_conv"],
+        }
         data_cfg = {k: pc[k] for k in ("input_size", "mean", "std", "crop_pct", "interpolation")}
         timm.models.save_for_hf(
             model, str(tmp), model_config=overrides, model_args=cfg["model_args"],
