@@ -17,7 +17,7 @@ from ..errors import TrainingError
 from ..rundir import write_atomic
 from ..settings import RunSettings
 from ..train.candidate import Trainer
-from ..train.device import configure_threads
+from ..train.device import available_cpus, configure_threads
 from ..train.proxy import CandidateOOMError
 from . import study as st
 from .driver import RUNNING, Candidate, Progress, StudyDriver
@@ -106,7 +106,7 @@ def execute_local(
     if own and not worker:
         start_run(plan)
     if plan.device.type == "cpu":
-        configure_threads(max(1, (os.cpu_count() or 1) // max(1, s.workers)))
+        configure_threads(max(1, available_cpus() // max(1, s.workers)))
     study = study or open_run_study(plan)
     drv = driver(plan, study, progress)
     if own and not worker:
