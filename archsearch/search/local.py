@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import time
 from collections.abc import Callable
 from typing import Any
