@@ -191,12 +191,19 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- parser
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="archsearch",
         description="Block-level architecture search for lightweight vision transformers.",
     )
     p.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: debug)")
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     m = sub.add_parser("models", help="list the reference designs with their costs")

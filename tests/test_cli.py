@@ -60,3 +60,15 @@ def test_count_unknown_target_is_one_line_error(target: str) -> None:
     assert res.returncode != 0
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "archsearch: error:" in lines[0], res.stderr
+
+
+def test_version_and_python_dash_m() -> None:
+    import subprocess
+    import sys
+
+    from archsearch import __version__
+
+    res = subprocess.run(
+        [sys.executable, "-m", "archsearch", "--version"], capture_output=True, text=True
+    )
+    assert res.returncode == 0 and res.stdout.strip() == f"archsearch {__version__}"

@@ -77,6 +77,7 @@ def test_run_writes_run_directory_and_respects_budget(tmp_path) -> None:
     assert infeasible.proxy_accuracy.isna().all() and (infeasible.epochs.fillna(0) == 0).all()
     study = load_study(out)
     assert len(study.trials) == len(df)
+    assert study.metric_names == ["accuracy", "macs"]  # named objectives for optuna-dashboard
     raw = optuna.load_study(
         study_name="archsearch",
         storage=optuna.storages.JournalStorage(

@@ -15,8 +15,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ import pandas as pd
 
 from .. import stats
 from ..errors import ArchsearchError
+from ..rundir import write_atomic
 from .plots import _figure, _png, short_count
 
 __all__ = ["COLUMNS", "analyse", "scatter_png", "html_section", "write_calibration"]
@@ -37,7 +36,7 @@ COLUMNS = (
 )
 PROXY, REFERENCE = "proxy", "reference"
 LEVEL, N_BOOT, TOP_K = 0.95, 2000, 5
-_POINTS, _SEEDS = "#4c72b0", "#8c8c8c"
+_POINTS, _BARS, _SEEDS = "#4c72b0", "#4c72b080", "#8c8c8c"  # bars: translucent
 _PREDICTORS = {
     "proxy_mean": "proxy, mean of the seeds",
     "proxy_first_seed": "proxy, one seed (the first)",
@@ -284,7 +283,7 @@ def scatter_png(df: pd.DataFrame, analysis: dict[str, Any]) -> bytes:
     sx, sy = seeds["accuracy"].to_numpy(float), seeds["design"].map(ref_of).to_numpy(float)
     ax.scatter(sx, sy, s=12, color=_SEEDS, alpha=0.6, zorder=2, label="single proxy seeds")
     xerr, yerr = err(x, "proxy_ci"), err(y, "reference_ci")
-    style: dict[str, Any] = {"fmt": "o", "ms": 6, "color": _POINTS, "capsize": 2, "zorder": 3}
+    style: dict[str, Any] = {"fmt": "o", "ms": 6, "color": _POINTS, "ecolor": _BARS, "capsize": 2}
     ax.errorbar(x, y, xerr=xerr, yerr=yerr, label="designs (proxy: mean of seeds)", **style)
     offset: dict[str, Any] = {"xytext": (4, 4), "textcoords": "offset points", "fontsize": 8}
     for r, px, py in zip(rows, x, y):
@@ -422,19 +421,6 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write through a temporary file in the same directory and ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_calibration(run_dir: Path, df: pd.DataFrame) -> dict[str, Path]:
     """Analyse ``df``; write ``calibration.json`` and ``calibration.png`` into ``run_dir``.
 
@@ -444,6 +430,6 @@ def write_calibration(run_dir: Path, df: pd.DataFrame) -> dict[str, Path]:
     analysis = analyse(df)
     text = json.dumps(_jsonable(analysis), indent=1, allow_nan=False) + "\n"
     paths = {"json": out / "calibration.json", "png": out / "calibration.png"}
-    _write_atomic(paths["png"], scatter_png(df, analysis))
-    _write_atomic(paths["json"], text.encode())
+    write_atomic(paths["png"], scatter_png(df, analysis))
+    write_atomic(paths["json"], text.encode())
     return paths

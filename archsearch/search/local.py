@@ -41,7 +41,10 @@ def open_run_study(plan: Plan, journal: str = st.JOURNAL) -> optuna.Study:
     s = plan.settings
     sampler = st.make_sampler(s.sampler, seed=s.seed, n_objectives=len(directions))
     pruner = st.make_pruner(s.pruner, len(directions))
-    return st.open_study(plan.run.root, directions, sampler, pruner, journal=journal)
+    study = st.open_study(plan.run.root, directions, sampler, pruner, journal=journal)
+    if study.metric_names is None:  # objective names for optuna-dashboard and load_study users
+        study.set_metric_names(list(plan.objectives))
+    return study
 
 
 def _train(driver: StudyDriver, trainer: Trainer, cand: Candidate, prune: bool) -> None:
