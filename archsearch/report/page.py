@@ -227,16 +227,32 @@ def _image(png: bytes, alt: str, caption: str) -> str:
     )
 
 
-def _front_table(front: pd.DataFrame, choices: Sequence[str]) -> str:
+def _design(config: Any) -> str:
+    from ..blocks import notation
+    from ..config import ArchConfig
+    from ..errors import ArchsearchError
+
+    try:
+        return notation(ArchConfig.from_json(str(config)))
+    except (ArchsearchError, TypeError, ValueError):
+        return "-"
+
+
+def _front_table(front: pd.DataFrame, choices: Sequence[str], seed_sd: float | None) -> str:
+    """Design notation and accuracy with its 95% interval first; the raw choices last."""
     used = [c for c in choices if front[c].notna().any()]
-    cols = ["trial", "baseline", "proxy_accuracy", "params", "macs"]
+    cols = ["params", "macs"]
     if front["latency_ms"].notna().any():
         cols.append("latency_ms")
-    if front["reused_from"].notna().any():
-        cols.append("reused_from")
     cols += ["knee", "crowding", *used]
-    header = [_LABELS.get(c, c) for c in cols]
-    rows = [[fmt(c, r[c]) for c in cols] for _, r in front.iterrows()]
+    header = ["trial", "baseline", "design", "accuracy (95% interval)"]
+    header += [_LABELS.get(c, c) for c in cols]
+    rows = [
+        [fmt("trial", r["trial"]), fmt("baseline", r["baseline"]), _design(r["config"])]
+        + [_acc(r, seed_sd)]
+        + [fmt(c, r[c]) for c in cols]
+        for _, r in front.iterrows()
+    ]
     return _table(header, rows, ["knee" if bool(k) else "" for k in front["knee"]])
 
 
@@ -303,7 +319,7 @@ def render(
             f"<p class='small'>Objectives: {_esc(', '.join(data.objectives))}. "
             "The highlighted row is the knee.</p>"
         )
-        parts.append(_front_table(front, data.choices))
+        parts.append(_front_table(front, data.choices, seed_noise(data.run_dir)))
     parts += [sec for sec in sections if sec]
     if figures:
         parts.append("<h2>Plots</h2>")
