@@ -334,6 +334,7 @@ def calibrate(
     ref = reference_schedule(plan.schedule, train_images, reference_factor)
     jobs = [Job(c, label, "proxy", s, plan.schedule) for c, label in chosen for s in range(seeds)]
     jobs += [Job(c, label, "reference", 0, ref) for c, label in chosen]
+    plan.title, plan.trials, plan.timeout, plan.baselines = "calibrate", len(jobs), None, []
     root.mkdir(parents=True, exist_ok=True)
     st.repair_journal(root / JOURNAL)
     study = open_run_study(plan, journal=JOURNAL)

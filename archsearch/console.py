@@ -93,7 +93,7 @@ class ConsoleProgress(_ProgressBase):
         res = plan.record["resolved"]
         proxy = res["proxy_target"]
         tgt = res["cost_target"]
-        _err(f"archsearch run -> {plan.run_dir}" + (" (resuming)" if plan.resumed else ""))
+        _err(f"archsearch {plan.title} -> {plan.run_dir}" + (" (resuming)" if plan.resumed else ""))
         _err(
             f"  space {plan.space.name}, budget {plan.budget}, objectives "
             f"{','.join(plan.objectives)}, sampler {plan.settings.sampler}, seed "
@@ -106,8 +106,9 @@ class ConsoleProgress(_ProgressBase):
             f"{plan.schedule.epochs} epochs on {plan.schedule.subset or proxy['train_images']} "
             f"images, device {plan.device}"
         )
+        what = "trainings" if plan.title == "calibrate" else "trained candidates"
         _err(
-            f"  {plan.trials} trained candidates"
+            f"  {plan.trials} {what}"
             + (f" or {plan.timeout:.0f}s" if plan.timeout else "")
             + (f", {done} already done" if done else "")
             + (f"; baselines: {', '.join(plan.baselines)}" if plan.baselines else "")

@@ -74,6 +74,7 @@ class Plan:
     record: dict[str, Any] = field(default_factory=dict)
     resumed: bool = False
     replace: bool = False  # --force on a run folder holding a different run
+    title: str = "run"  # the command driving the plan (run, calibrate)
 
     @property
     def run_dir(self) -> Path:
