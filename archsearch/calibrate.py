@@ -249,6 +249,39 @@ class CalibrationDriver(StudyDriver):
         self.progress.trial_end(row, None, 0)
 
 
+def _reuse_run_trainings(plan: Plan, study: optuna.Study, jobs: list[Job]) -> None:
+    """Proxy seed 0 of a design is the run's own training (same schedule, seed and data; CPU
+    training is deterministic): take its result from the run instead of training it again."""
+    done = {(t.user_attrs.get("archid"), t.user_attrs.get("tier"), t.user_attrs.get("seed"))
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}  # fmt: skip
+    table = read_trials(plan.run.trials)
+    ok = (table["state"] == "COMPLETE") & table["feasible"].fillna(False)
+    runs = table[ok & table["proxy_accuracy"].notna() & table["reused_from"].isna()]
+    by_id = {str(r.archid): r for r in runs.itertuples()}
+    for job in jobs:
+        r = by_id.get(job.config.archid)
+        if job.tier != "proxy" or job.seed != 0 or r is None or job.key in done:
+            continue
+        if pd.isna(r.val_images) or pd.isna(r.train_seconds):
+            continue
+        if job.schedule != plan.schedule:
+            continue
+        attrs = {
+            "archid": job.config.archid, "tier": job.tier, "seed": 0, "label": job.label,
+            "proxy_accuracy": float(r.proxy_accuracy), "val_images": int(r.val_images),
+            "train_seconds": float(r.train_seconds), "params": int(r.params),
+            "macs": int(r.macs), "epochs": int(r.epochs), "from_run_trial": int(r.trial),
+            "feasible": True,
+        }  # fmt: skip
+        values = {"accuracy": attrs["proxy_accuracy"], "params": r.params, "macs": r.macs}
+        values["latency"] = 0.0 if pd.isna(r.latency_ms) else r.latency_ms
+        study.add_trial(
+            optuna.trial.create_trial(
+                values=[float(values[o]) for o in plan.objectives], user_attrs=attrs
+            )
+        )
+
+
 def check_counts(designs: int, seeds: int, factor: float) -> None:
     if isinstance(designs, bool) or not isinstance(designs, int) or designs < 3:
         raise ConfigError(f"--designs: expected an integer >= 3, got {designs!r}")
@@ -332,13 +365,17 @@ def calibrate(
         chosen = pick_designs(root, designs)
     train_images = int(plan.data.train_x.shape[0])
     ref = reference_schedule(plan.schedule, train_images, reference_factor)
-    jobs = [Job(c, label, "proxy", s, plan.schedule) for c, label in chosen for s in range(seeds)]
-    jobs += [Job(c, label, "reference", 0, ref) for c, label in chosen]
+    jobs = []  # design by design, so a calibration cut short still has whole designs
+    for c, label in chosen:
+        jobs += [Job(c, label, "proxy", s, plan.schedule) for s in range(seeds)]
+        jobs.append(Job(c, label, "reference", 0, ref))
     plan.title, plan.trials, plan.timeout, plan.baselines = "calibrate", len(jobs), None, []
     root.mkdir(parents=True, exist_ok=True)
     st.repair_journal(root / JOURNAL)
     study = open_run_study(plan, journal=JOURNAL)
     st.recover_interrupted(study, requeue=False)
+    if run_dir is not None:
+        _reuse_run_trainings(plan, study, jobs)
 
     def make(plan: Plan, study: optuna.Study, progress: Progress | None) -> StudyDriver:
         return CalibrationDriver(plan, study, progress, jobs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -43,7 +44,9 @@ def open_run_study(plan: Plan, journal: str = st.JOURNAL) -> optuna.Study:
     pruner = st.make_pruner(s.pruner, len(directions))
     study = st.open_study(plan.run.root, directions, sampler, pruner, journal=journal)
     if study.metric_names is None:  # objective names for optuna-dashboard and load_study users
-        study.set_metric_names(list(plan.objectives))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(plan.objectives))
     return study
 
 
