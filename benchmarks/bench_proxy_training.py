@@ -2,19 +2,29 @@
 
 Prints, measured in one run on this machine:
 
-* ``train_proxy`` throughput (training images/s) at the default CPU proxy schedule, without
-  augmentation (to match the baseline) and with it (the default);
-* the same model trained by a plain ``DataLoader`` loop over a ``TensorDataset`` of the same
-  preprocessed images (default per-sample collate, same batch size, optimiser, loss and number
-  of images), and the ratio of the two (target >= 1.0);
-* the MAC rate achieved by ``train_proxy`` as a share of the measured fp32 ``torch.mm`` peak.
+* the fp32 GEMM peak: ``torch.mm`` of two 2048 x 2048 fp32 matrices, same thread count, best
+  of several timings spread over the run;
+* the model's training FLOPs per image: forward MACs at the proxy input size counted by
+  ``archsearch.cost.count`` (fvcore with archsearch's handles), x2 for FLOPs, x3 for forward
+  plus backward (input-gradient and weight-gradient passes);
+* ``train_proxy`` throughput (training images/s) at the default CPU proxy schedule (with its
+  augmentation) before (the layers' fast paths off, fp32: the trainer as it was) and after
+  (fast paths on; fp32, and bf16 autocast where it is the default, i.e. the CPU has native
+  bf16, or with ``--amp``), each as a fraction of the GEMM peak (target >= 50% for the
+  default configuration);
+* the same fractions by CPU time (steps and GEMM timed by ``time.process_time``): with one
+  thread (``--threads 1``) they do not move when other processes preempt this one, which on a
+  shared box makes them the steadier figures;
+* ``train_proxy`` without augmentation against a plain ``DataLoader`` loop over a
+  ``TensorDataset`` of the same preprocessed images (default per-sample collate, same batch
+  size, optimiser, loss and number of images), and the ratio of the two (target >= 1.0).
 
-The trainers run alternately, ``--rounds`` times each; every training step of both is timed
+The trainers run alternately, ``--rounds`` times each; every training step of each is timed
 by the same forward pre-hook and throughputs are medians over steps, so bursts of load from
 other processes on a shared machine move the figures little.
 
-The model is ``timm.create_model("lvt", num_classes=10, in_chans=1)`` (registered by
-``import archsearch``); if that fails, timm's ``resnet10t`` stands in.
+The model is a reference design (default ``lvt``) built by ``archsearch.models.build_model``
+for the dataset's channels and classes.
 """
 
 from __future__ import annotations
@@ -24,12 +34,16 @@ import dataclasses
 import os
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from archsearch.cost import count
+from archsearch.layers.attention import set_fast_paths
+from archsearch.models import build_model, reference_config
 from archsearch.train import (
     ImageData,
     ProxySchedule,
@@ -40,6 +54,11 @@ from archsearch.train import (
 )
 
 TARGET_RATIO = 1.0
+TARGET_PEAK_FRACTION = 0.5
+BEFORE = "before: fast paths off, fp32"
+AFTER = "after: fast paths on, fp32"
+AFTER_BF16 = "after: fast paths on, bf16 autocast"
+GEMM_SIZE = 2048
 
 
 def _parse() -> argparse.Namespace:
@@ -50,48 +69,36 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=1, help="epochs per measured run")
     p.add_argument("--rounds", type=int, default=3, help="measured runs per trainer")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all available)")
-    p.add_argument("--model", default="lvt", help="timm model name (default: %(default)s)")
+    p.add_argument("--model", default="lvt", help="reference design (default: %(default)s)")
+    p.add_argument(
+        "--amp", action="store_true", help="also measure bf16 autocast where it is not the default"
+    )
     return p.parse_args()
 
 
-def _build(name: str, seed: int) -> tuple[str, nn.Module]:
-    import timm
-
-    import archsearch  # noqa: F401  (registers archsearch's models with timm)
-
+def _build(name: str, data: ImageData, size: int, seed: int) -> nn.Module:
     torch.manual_seed(seed)
-    try:
-        return name, timm.create_model(name, num_classes=10, in_chans=1)
-    except Exception as exc:  # the registry may be mid-edit; measure something anyway
-        print(f"note: timm model {name!r} unavailable ({type(exc).__name__}: {exc});")
-        print("      falling back to timm's resnet10t")
-        torch.manual_seed(seed)
-        return "resnet10t (fallback)", timm.create_model("resnet10t", num_classes=10, in_chans=1)
+    config = reference_config(name)
+    return build_model(config, num_classes=data.num_classes, in_chans=data.in_chans, img_size=size)
 
 
-def _peak_macs_per_second(n: int = 1024, repeats: int = 10) -> float:
+def _peak_macs_per_second(n: int = GEMM_SIZE, repeats: int = 5) -> tuple[float, float]:
+    """Best ``torch.mm`` rate of two ``n x n`` fp32 matrices, in MACs per second of wall time
+    and per second of process CPU time."""
     a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(3):
+    for _ in range(2):
         torch.mm(a, b)
-    best = float("inf")
+    wall = cpu = float("inf")
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         torch.mm(a, b)
-        best = min(best, time.perf_counter() - t0)
-    return n**3 / best
+        wall, cpu = min(wall, time.perf_counter() - t0), min(cpu, time.process_time() - c0)
+    return n**3 / wall, n**3 / max(cpu, 1e-9)
 
 
-def _forward_macs(model: nn.Module, in_chans: int, size: int) -> float:
-    from fvcore.nn import FlopCountAnalysis
-
-    was_training = model.training
-    model.eval()
-    flops = FlopCountAnalysis(model, torch.zeros(1, in_chans, size, size))
-    flops.unsupported_ops_warnings(False)
-    flops.uncalled_modules_warnings(False)
-    total = float(flops.total())
-    model.train(was_training)
-    return total
+def _forward_macs(model: nn.Module, data: ImageData, size: int) -> int:
+    """MACs of one forward pass on one image (fvcore through archsearch's handles)."""
+    return count(model, img_size=size, in_chans=data.in_chans, num_classes=data.num_classes).macs
 
 
 def _preprocessed(data: ImageData, n: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,17 +116,20 @@ class StepClock:
 
     The gap between consecutive stamps is one whole step (batch preparation or collate,
     forward, backward, optimiser). Medians of these gaps shrug off bursts of load from other
-    processes, which totals over a run do not.
+    processes, which totals over a run do not. ``clock`` is wall time by default;
+    ``time.process_time`` gives the CPU time of the step instead (with one thread, immune to
+    the process being preempted by others).
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.clock = clock
         self.stamps: list[float] = []
         self.gaps: list[float] = []
         model.register_forward_pre_hook(self._hook)
 
     def _hook(self, module: nn.Module, args: object) -> None:
         if module.training and torch.is_grad_enabled():
-            self.stamps.append(time.perf_counter())
+            self.stamps.append(self.clock())
         else:  # evaluation between epochs is not a training step
             self.close_run()
 
@@ -162,6 +172,14 @@ def _dataloader_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: Proxy
             opt.step()
 
 
+def _ips(gaps: list[float], bs: int) -> float:
+    return bs / statistics.median(gaps)
+
+
+def _spread(gaps: list[float], bs: int) -> str:
+    return f"median of {len(gaps)} steps; range {bs / max(gaps):.0f}-{bs / min(gaps):.0f}"
+
+
 def main() -> None:
     args = _parse()
     threads = configure_threads(args.threads or None)
@@ -172,62 +190,106 @@ def main() -> None:
 
     data = load_dataset(args.dataset, data_dir=args.data_dir, max_train=args.images)
     base = ProxySchedule.for_device("cpu")
-    plain = ProxySchedule.for_device(
-        "cpu", epochs=args.epochs, subset=args.images, augment=False, val_subset=512
-    )
-    augmented = dataclasses.replace(plain, augment=True)
-    size = plain.img_size or data.img_size
-    label, model = _build(args.model, seed=0)
+    # The default CPU schedule, on fewer images and a smaller validation set per measured run.
+    short = ProxySchedule.for_device("cpu", epochs=args.epochs, subset=args.images, val_subset=512)
+    plain = dataclasses.replace(short, augment=False, amp=False)  # like the DataLoader loop
+    size = short.img_size or data.img_size
+    model = _build(args.model, data, size, seed=0)
     init = {k: v.clone() for k, v in model.state_dict().items()}
     n_train = min(args.images, len(data))
-    bs = plain.batch_size
+    bs = short.batch_size
     print(
-        f"model: {label}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params; "
+        f"model: {args.model}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params; "
         f"data: {data.name}, {n_train} images at {size}x{size}, batch {bs}, "
-        f"{plain.epochs} epoch(s) per run, {args.rounds} runs per trainer, alternating; "
+        f"{short.epochs} epoch(s) per run, {args.rounds} runs per trainer, alternating; "
         f"default CPU proxy: epochs={base.epochs}, img_size={base.img_size}, "
-        f"subset={base.subset}, batch_size={base.batch_size}"
+        f"subset={base.subset}, batch_size={base.batch_size}, augment={base.augment}, "
+        f"bf16 autocast={base.uses_amp(torch.device('cpu'))}"
     )
-    peak = _peak_macs_per_second()
+    peak, peak_cpu = _peak_macs_per_second()
     x, y = _preprocessed(data, n_train, size)
-    # Warm-up (allocator, oneDNN primitives) so that neither trainer pays it in its timing.
-    _dataloader_run(model, x[:bs], y[:bs], plain)
-    clock = StepClock(model)
-    proxy_gaps, loader_gaps, aug_gaps, run_ips, e2e_ips = [], [], [], [], []
-    for r in range(args.rounds):
-        model.load_state_dict(init)
-        res = train_proxy(model, data, plain, device="cpu", seed=r)
-        clock.close_run()
-        proxy_gaps += clock.take()
-        run_ips.append(res.images_per_second)
-        e2e_ips.append(plain.epochs * (n_train // bs) * bs / res.train_seconds)
-        model.load_state_dict(init)
-        torch.manual_seed(r)
-        _dataloader_run(model, x, y, plain)
-        clock.close_run()
-        loader_gaps += clock.take()
-        model.load_state_dict(init)
-        train_proxy(model, data, augmented, device="cpu", seed=r)
-        clock.close_run()
-        aug_gaps += clock.take()
-    peak = max(peak, _peak_macs_per_second())
-    fwd = _forward_macs(model, data.in_chans, size)
-    train_macs = 3.0 * fwd
+    # Warm-up (allocator, oneDNN primitives) so that no trainer pays it in its timing.
+    for fast in (False, True):
+        set_fast_paths(fast)
+        _dataloader_run(model, x[:bs], y[:bs], plain)
+    clock, cpu_clock = StepClock(model), StepClock(model, time.process_time)
+    fp32, bf16 = dataclasses.replace(short, amp=False), dataclasses.replace(short, amp=True)
+    default_bf16 = short.uses_amp(torch.device("cpu"))
+    variants = {BEFORE: (False, fp32), AFTER: (True, fp32)}
+    if args.amp or default_bf16:
+        variants[AFTER_BF16] = (True, bf16)
+    names = (*variants, "plain", "loader")
+    gaps: dict[str, list[float]] = {k: [] for k in names}
+    cpu_gaps: dict[str, list[float]] = {k: [] for k in names}
 
-    def ips(gaps: list[float]) -> float:
-        return bs / statistics.median(gaps)
+    def collect(key: str) -> None:
+        for c, into in ((clock, gaps), (cpu_clock, cpu_gaps)):
+            c.close_run()
+            into[key] += c.take()
 
-    proxy, loader, ratio = ips(proxy_gaps), ips(loader_gaps), ips(proxy_gaps) / ips(loader_gaps)
-    spread = f"{bs / max(proxy_gaps):.0f}-{bs / min(proxy_gaps):.0f}"
+    run_ips, e2e_ips = [], []
+    try:
+        for r in range(args.rounds):
+            for key, (fast, schedule) in variants.items():
+                set_fast_paths(fast)
+                model.load_state_dict(init)
+                train_proxy(model, data, schedule, device="cpu", seed=r)
+                collect(key)
+            set_fast_paths(True)
+            model.load_state_dict(init)
+            res = train_proxy(model, data, plain, device="cpu", seed=r)
+            collect("plain")
+            run_ips.append(res.images_per_second)
+            e2e_ips.append(plain.epochs * (n_train // bs) * bs / res.train_seconds)
+            model.load_state_dict(init)
+            torch.manual_seed(r)
+            _dataloader_run(model, x, y, plain)
+            collect("loader")
+            wall, cpu = _peak_macs_per_second()
+            peak, peak_cpu = max(peak, wall), max(peak_cpu, cpu)
+    finally:
+        set_fast_paths(True)
+    fwd = _forward_macs(model, data, size)
+    train_flops = 2 * 3 * fwd  # FLOPs per training image: 2 per MAC, forward + backward = 3x
+
     print(
-        f"train_proxy, no augmentation  : {proxy:7.1f} img/s  (median of {len(proxy_gaps)}"
-        f" steps; range {spread}; per-run totals {', '.join(f'{v:.0f}' for v in run_ips)})"
+        f"fp32 GEMM peak: {2 * peak / 1e9:.1f} GFLOP/s (torch.mm {GEMM_SIZE}x{GEMM_SIZE}, best"
+        f" over the run, {threads} threads; {2 * peak_cpu / 1e9:.1f} GFLOP per CPU-second)"
     )
-    spread = f"{bs / max(loader_gaps):.0f}-{bs / min(loader_gaps):.0f}"
     print(
-        f"DataLoader(TensorDataset) loop: {loader:7.1f} img/s  (median of {len(loader_gaps)}"
-        f" steps; range {spread})"
+        f"training FLOPs per image: {train_flops / 1e6:.1f} MFLOP = {fwd / 1e6:.2f} MMAC forward"
+        f" at {size}x{size} (archsearch.cost.count) x 2 FLOP/MAC x 3 (forward + backward)"
     )
+    print(
+        "train_proxy, default CPU schedule        img/s  GFLOP/s  of peak |"
+        " img/CPU-s  of peak (CPU time)"
+    )
+    fractions, cpu_fractions = {}, {}
+    for key in variants:
+        ips, cpu_ips = _ips(gaps[key], bs), _ips(cpu_gaps[key], bs)
+        fractions[key] = ips * train_flops / (2 * peak)
+        cpu_fractions[key] = cpu_ips * train_flops / (2 * peak_cpu)
+        print(
+            f"  {key:36s} {ips:7.1f}  {ips * train_flops / 1e9:7.2f}  {100 * fractions[key]:6.1f}%"
+            f" | {cpu_ips:9.1f}  {100 * cpu_fractions[key]:6.1f}%   ({_spread(gaps[key], bs)})"
+        )
+    default = AFTER_BF16 if default_bf16 else AFTER
+    before, after = fractions[BEFORE], fractions[default]
+    verdict = "ok" if after >= TARGET_PEAK_FRACTION else "BELOW TARGET"
+    print(
+        f"fraction of the fp32 GEMM peak: before {100 * before:.1f}%, after {100 * after:.1f}%"
+        f" ({default}, the default here; x{after / before:.2f}; target >="
+        f" {100 * TARGET_PEAK_FRACTION:.0f}%): {verdict}; by CPU time: before"
+        f" {100 * cpu_fractions[BEFORE]:.1f}%, after {100 * cpu_fractions[default]:.1f}%"
+    )
+
+    proxy, loader = _ips(gaps["plain"], bs), _ips(gaps["loader"], bs)
+    ratio = proxy / loader
+    print(
+        f"train_proxy, no augmentation  : {proxy:7.1f} img/s  ({_spread(gaps['plain'], bs)};"
+        f" per-run totals {', '.join(f'{v:.0f}' for v in run_ips)})"
+    )
+    print(f"DataLoader(TensorDataset) loop: {loader:7.1f} img/s  ({_spread(gaps['loader'], bs)})")
     verdict = "ok" if ratio >= TARGET_RATIO else "BELOW TARGET"
     print(f"ratio train_proxy / DataLoader: {ratio:.3f}  (target >= {TARGET_RATIO}): {verdict}")
     print(
@@ -236,22 +298,8 @@ def main() -> None:
         " assembly: one on-device gather vs per-sample collate"
     )
     print(
-        f"train_proxy, with augmentation: {ips(aug_gaps):7.1f} img/s"
-        f"  (median of {len(aug_gaps)} steps)"
-    )
-    print(
         f"train_proxy end to end, best run (incl. device copy, resize, {plain.val_subset}-image"
         f" eval): {max(e2e_ips):.1f} img/s"
-    )
-    print(
-        f"matmul peak: {peak / 1e9:.1f} GMAC/s (fp32 torch.mm 1024x1024, best of 2 x 10, "
-        f"{threads} threads); model: {fwd / 1e6:.2f} MMAC forward per image at {size}x{size}"
-        " (fvcore, which counts one flop per multiply-accumulate)"
-    )
-    print(
-        f"achieved by train_proxy: {proxy * train_macs / 1e9:.2f} GMAC/s = "
-        f"{100 * proxy * train_macs / peak:.1f}% of peak (assumes a training step = 3x forward"
-        " MACs: forward, input-gradient and weight-gradient passes)"
     )
     print(f"load average {os.getloadavg()[0]:.2f} at end")
 

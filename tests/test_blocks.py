@@ -5,16 +5,19 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from archsearch.layers import (
     ACMix,
     ContextBroadcast,
+    ConvMlp,
     ConvSelfAttention,
     LookupBlock,
     SpatialReductionAttention,
     T2TTokenizer,
 )
-from archsearch.layers.sra import ATROUS_DILATIONS
+from archsearch.layers.attention import fast_paths_in_eval, set_fast_paths, use_fast_path
+from archsearch.layers.sra import ATROUS_DILATIONS, depthwise_tap_matrices, patch_linear
 
 
 def test_cb_is_half_input_plus_half_mean() -> None:
@@ -203,3 +206,157 @@ def test_asa_train_and_eval_paths_agree() -> None:
     out_train = m.train()(x, (6, 6))
     out_eval = m.eval()(x, (6, 6))
     torch.testing.assert_close(out_train, out_eval)
+
+
+# --------------------------------------------------------------------------- fast paths
+def _run_both_paths(module: nn.Module, x: torch.Tensor, hw) -> list[tuple]:
+    """Output, input gradient and parameter gradients in training mode with the layers' fast
+    paths off, then on (same upstream gradient)."""
+    module.train()
+    results = []
+    previous = set_fast_paths(False)
+    try:
+        for fast in (False, True):
+            set_fast_paths(fast)
+            xx = x.clone().requires_grad_()
+            out = module(xx, hw)
+            upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(0))
+            module.zero_grad(set_to_none=True)
+            out.backward(upstream)
+            grads = {n: p.grad for n, p in module.named_parameters() if p.grad is not None}
+            results.append((out.detach(), xx.grad, grads))
+    finally:
+        set_fast_paths(previous)
+    return results
+
+
+def _assert_paths_agree(module: nn.Module, x: torch.Tensor, hw) -> None:
+    (out0, gx0, gp0), (out1, gx1, gp1) = _run_both_paths(module, x, hw)
+    tol = dict(rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out1, out0, **tol)
+    torch.testing.assert_close(gx1, gx0, **tol)
+    assert gp1.keys() == gp0.keys()
+    for name in gp0:
+        torch.testing.assert_close(gp1[name], gp0[name], **tol, msg=name)
+
+
+@pytest.mark.parametrize(
+    ("hw", "k"), [((8, 8), 3), ((4, 6), 3), ((2, 2), 3), ((7, 5), 3), ((8, 8), 7)]
+)
+def test_csa_fast_path_matches_reference(hw, k: int) -> None:
+    torch.manual_seed(0)
+    m = ConvSelfAttention(16, 2, kernel_size=k)
+    _assert_paths_agree(m, torch.randn(3, hw[0] * hw[1], 16), hw)
+
+
+@pytest.mark.parametrize(
+    ("hw", "sr_ratio", "recursion", "qkv_bias"),
+    [
+        ((4, 4), 4, 2, False),  # LVT stage 2 at the 32 px proxy: dense atrous, patch Linear
+        ((2, 3), 1, 1, True),
+        ((1, 1), 1, 2, False),
+        ((6, 6), 2, 2, False),
+        ((14, 12), 2, 1, False),  # more tokens than DENSE_MAX_TOKENS: tap query
+        ((5, 5), 2, 1, False),  # not a whole number of patches: reduction by the conv
+    ],
+)
+def test_rasa_fast_path_matches_reference(hw, sr_ratio: int, recursion: int, qkv_bias) -> None:
+    torch.manual_seed(0)
+    m = SpatialReductionAttention(
+        16, 2, sr_ratio=sr_ratio, atrous=True, recursion=recursion, qkv_bias=qkv_bias
+    )
+    _assert_paths_agree(m, torch.randn(3, hw[0] * hw[1], 16), hw)
+
+
+@pytest.mark.parametrize("hw", [(1, 1), (2, 2), (1, 3), (4, 4)])
+def test_conv_mlp_fast_path_matches_reference(hw) -> None:
+    torch.manual_seed(0)
+    _assert_paths_agree(ConvMlp(8, 24), torch.randn(3, hw[0] * hw[1], 8), hw)
+
+
+@pytest.mark.parametrize("hw", [(1, 1), (2, 3), (4, 4)])
+def test_depthwise_tap_matrices_equal_the_convolutions(hw) -> None:
+    x = torch.randn(2, 5, *hw)
+    w = torch.randn(5, 1, 3, 3)
+    n = hw[0] * hw[1]
+    out = torch.bmm(x.reshape(2, 5, n).transpose(0, 1), depthwise_tap_matrices(w, hw, (1, 3, 5)))
+    for k, d in enumerate((1, 3, 5)):
+        conv = F.conv2d(x, w, padding=d, dilation=d, groups=5).reshape(2, 5, n)
+        torch.testing.assert_close(out[:, :, k * n : (k + 1) * n].transpose(0, 1), conv)
+
+
+def test_patch_linear_equals_the_reduction_conv() -> None:
+    conv = nn.Conv2d(6, 4, 2, stride=2)
+    x = torch.randn(3, 4 * 6, 6)
+    expected = conv(x.transpose(1, 2).reshape(3, 6, 4, 6)).flatten(2).transpose(1, 2)
+    torch.testing.assert_close(patch_linear(x, (4, 6), conv), expected)
+    assert patch_linear(x[:, :20], (4, 5), conv) is None  # 5 is not a multiple of 2
+
+
+class _Probe(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[bool] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(use_fast_path(self))
+        return x * 2
+
+
+def test_fast_paths_in_eager_training_and_proxy_evaluation_only() -> None:
+    probe = _Probe()
+    probe.train()(torch.ones(1))
+    probe.eval()(torch.ones(1))  # eval mode (counting, latency) sees the reference ops ...
+    with fast_paths_in_eval():
+        probe(torch.ones(1))  # ... except in the proxy's validation
+    probe(torch.ones(1))
+    assert probe.seen == [True, False, True, False]
+    probe.seen.clear()
+    with fast_paths_in_eval():
+        for mode in (True, False):
+            torch.jit.trace(probe.train(mode), torch.ones(1), check_trace=False)
+    assert probe.seen and not any(probe.seen)  # fvcore traces: never the fast path
+    probe.train()
+    previous = set_fast_paths(False)
+    try:
+        assert torch.equal(probe(torch.ones(1)), torch.full((1,), 2.0))
+        assert probe.seen[-1] is False
+    finally:
+        set_fast_paths(previous)
+
+
+def test_lvt_training_step_same_with_and_without_fast_paths() -> None:
+    from archsearch.models import build_model, reference_config
+
+    torch.manual_seed(0)
+    model = build_model(
+        reference_config("lvt"), num_classes=10, in_chans=1, img_size=32, drop_path_rate=0.0
+    )
+
+    class Whole(nn.Module):  # adapts the model to (x, hw) for _run_both_paths
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = model
+
+        def forward(self, x: torch.Tensor, hw) -> torch.Tensor:
+            return self.net(x)
+
+    (out0, gx0, gp0), (out1, gx1, gp1) = _run_both_paths(Whole(), torch.randn(4, 1, 32, 32), None)
+    torch.testing.assert_close(out1, out0, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(gx1, gx0, rtol=1e-4, atol=1e-5)
+    assert gp1.keys() == gp0.keys()
+    for name in gp0:
+        torch.testing.assert_close(gp1[name], gp0[name], rtol=1e-3, atol=1e-5, msg=name)
+
+
+def test_lvt_evaluation_same_with_and_without_fast_paths() -> None:
+    from archsearch.models import build_model, reference_config
+
+    torch.manual_seed(0)
+    model = build_model(reference_config("lvt"), num_classes=10, in_chans=1, img_size=32).eval()
+    x = torch.randn(4, 1, 32, 32)
+    with torch.inference_mode():
+        reference = model(x)
+        with fast_paths_in_eval():
+            fast = model(x)
+    torch.testing.assert_close(fast, reference, rtol=1e-4, atol=1e-5)

@@ -25,7 +25,7 @@ from archsearch.pareto import pareto_table
 from archsearch.records import read_trials, trials_frame
 from archsearch.search.study import load_study, to_record
 from archsearch.train.data import load_dataset
-from archsearch.train.proxy import load_weights
+from archsearch.train.weights import load_weights
 
 from ._tiny import tiny_run
 

@@ -25,7 +25,8 @@ from archsearch.train import (
     select_device,
     train_proxy,
 )
-from archsearch.train.proxy import _crop_flip, _lr_factor
+from archsearch.train.augment import crop_flip as _crop_flip
+from archsearch.train.optim import lr_factor as _lr_factor
 
 CPU = torch.device("cpu")
 
@@ -213,7 +214,9 @@ def test_schedule_defaults_and_validation() -> None:
     assert (cpu.epochs, cpu.img_size, cpu.subset, cpu.batch_size) == (2, 32, 5000, 128)
     gpu = ProxySchedule.for_device(torch.device("cuda"), epochs=3)
     assert (gpu.epochs, gpu.img_size, gpu.subset, gpu.batch_size) == (3, 64, None, 256)
-    assert gpu.uses_amp(torch.device("cuda")) and not cpu.uses_amp(CPU)
+    assert gpu.uses_amp(torch.device("cuda"))
+    assert not cpu.uses_amp(CPU)  # fp32 on CPU until bf16's effect on the ranking is calibrated
+    assert not ProxySchedule.for_device("cpu", amp=False).uses_amp(CPU)
     assert gpu.uses_channels_last(torch.device("cuda")) and not cpu.uses_channels_last(CPU)
     assert ProxySchedule(amp=True).uses_amp(CPU)
     with pytest.raises(ConfigError, match="'epoch'"):

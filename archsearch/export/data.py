@@ -122,7 +122,7 @@ def weights_for(
 ) -> tuple[dict[str, torch.Tensor], float | None]:
     """The state dict to export and, when retrained, the retrained validation accuracy."""
     from ..models import build_model
-    from ..train.proxy import load_weights
+    from ..train.weights import load_weights
 
     accuracy: float | None = None
     if epochs is None:

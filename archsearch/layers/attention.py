@@ -1,12 +1,70 @@
-"""Global multi-head self-attention (ViT) on ``scaled_dot_product_attention``."""
+"""Global multi-head self-attention (ViT) on ``scaled_dot_product_attention``.
+
+Also home of the switch for the layers' fast paths (like timm's ``set_fused_attn``): mixers
+whose direct formulation runs many small or badly supported CPU kernels (CSA, RASA, the
+conv-MLP) compute the same function by fewer, larger kernels while training, and in eval mode
+inside :func:`fast_paths_in_eval` (the proxy's validation). The direct formulation stays the
+reference: it runs in eval mode otherwise and whenever the model is traced, so counting (fvcore
+traces) and latency always see the documented operators. ``ARCHSEARCH_FAST_PATHS=0`` in the
+environment, or :func:`set_fast_paths`, turns the fast paths off.
+"""
 
 from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from contextvars import ContextVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Attention", "split_heads", "merge_heads"]
+__all__ = [
+    "Attention",
+    "split_heads",
+    "merge_heads",
+    "set_fast_paths",
+    "fast_paths_in_eval",
+    "use_fast_path",
+]
+
+_FAST_PATHS = os.environ.get("ARCHSEARCH_FAST_PATHS", "1").strip().lower() not in ("0", "false")
+_FAST_IN_EVAL: ContextVar[bool] = ContextVar("archsearch_fast_paths_in_eval", default=False)
+
+
+def set_fast_paths(enable: bool = True) -> bool:
+    """Turn the layers' fast paths on (the default) or off (reference ops only).
+
+    Returns:
+        The previous setting, so that a caller can restore it.
+    """
+    global _FAST_PATHS
+    previous, _FAST_PATHS = _FAST_PATHS, bool(enable)
+    return previous
+
+
+@contextlib.contextmanager
+def fast_paths_in_eval() -> Iterator[None]:
+    """Let modules in eval mode take their fast paths too, in this thread (or task) only.
+
+    For evaluation whose speed matters but is no measured cost (the proxy's validation);
+    counting and latency measurements run outside it.
+    """
+    token = _FAST_IN_EVAL.set(True)
+    try:
+        yield
+    finally:
+        _FAST_IN_EVAL.reset(token)
+
+
+def use_fast_path(module: nn.Module) -> bool:
+    """Whether ``module`` should take its fast path now: fast paths are on, the module is
+    training (or in eval mode inside :func:`fast_paths_in_eval`) and no ``torch.jit`` trace
+    (a count) is being recorded."""
+    if not _FAST_PATHS or torch.jit.is_tracing():
+        return False
+    return module.training or _FAST_IN_EVAL.get()
 
 
 def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:

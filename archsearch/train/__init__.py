@@ -12,16 +12,15 @@ from .device import (
     synchronize,
     to_device,
 )
+from .optim import param_groups
 from .proxy import (
     CandidateOOMError,
     ProxyResult,
     ProxySchedule,
     evaluate,
-    load_weights,
-    param_groups,
-    save_weights,
     train_proxy,
 )
+from .weights import load_weights, save_weights
 
 __all__ = [
     "DATASETS",

@@ -12,7 +12,8 @@ import torch
 from ..config import ArchConfig
 from ..models import build_model
 from .data import ImageData
-from .proxy import ProxySchedule, save_weights, train_proxy
+from .proxy import ProxySchedule, train_proxy
+from .weights import save_weights
 
 __all__ = ["TrainOutcome", "Trainer", "trial_seed"]
 

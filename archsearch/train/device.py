@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 
@@ -18,6 +19,7 @@ __all__ = [
     "configure_threads",
     "to_device",
     "autocast",
+    "native_bf16",
     "synchronize",
 ]
 
@@ -106,6 +108,22 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
     if not enabled:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes in bf16 natively: CUDA, or a CPU with AVX512-BF16 or AMX.
+
+    Elsewhere bf16 is emulated on the CPU and autocast slows training down.
+    """
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and _cpu_native_bf16()
+
+
+@functools.cache
+def _cpu_native_bf16() -> bool:
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
 
 
 def synchronize(device: torch.device) -> None:

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,8 +21,11 @@ from torch import nn
 
 from .._logging import get_logger
 from ..errors import ConfigError, DataError, TrainingError
+from ..layers.attention import fast_paths_in_eval
+from .augment import affine, epoch_batches, normalise, resize_u8
 from .data import ImageData
 from .device import autocast, select_device, synchronize, to_device
+from .optim import adamw, lr_factor, param_groups
 
 __all__ = [
     "CandidateOOMError",
@@ -32,9 +33,6 @@ __all__ = [
     "ProxyResult",
     "train_proxy",
     "evaluate",
-    "param_groups",
-    "save_weights",
-    "load_weights",
 ]
 
 log = get_logger("train.proxy")
@@ -86,7 +84,9 @@ class ProxySchedule:
         hflip: random horizontal flips when ``augment`` is on.
         crop_padding: crop padding in pixels (``None``: ``img_size // 8``).
         grad_clip: clip the gradient norm to this value (``None``: no clipping).
-        amp: bf16 autocast (``None``: on CUDA only).
+        amp: bf16 autocast (``None``: on CUDA only; ``True`` on a CPU with native bf16,
+            AVX512-BF16 or AMX, trains LVT ~1.4x faster on one thread, but until
+            ``archsearch calibrate`` has measured its ranking the CPU default stays fp32).
         channels_last: channels-last memory format (``None``: on CUDA only).
         compile: wrap the model in ``torch.compile``.
         eval_batch_size: batch size for validation.
@@ -154,7 +154,9 @@ class ProxySchedule:
         return cls(**{**base, **overrides})
 
     def uses_amp(self, device: torch.device) -> bool:
-        """Whether bf16 autocast is on for ``device``."""
+        """Whether bf16 autocast is on for ``device`` (by default on CUDA only; on CPUs with
+        native bf16, ``amp=True`` trains faster but its effect on the ranking is not yet
+        calibrated)."""
         return device.type == "cuda" if self.amp is None else self.amp
 
     def uses_channels_last(self, device: torch.device) -> bool:
@@ -273,17 +275,17 @@ def _train(
     n_val = data.val_x.shape[0] if s.val_subset is None else min(s.val_subset, len(data.val_x))
     if n < 1 or n_val < 1:
         raise DataError(f"{data.name}: expected training and validation images, got {n}/{n_val}")
-    train_x, train_y = _resize_u8(to_device(data.train_x[:n], dev), size), data.train_y[:n]
+    train_x, train_y = resize_u8(to_device(data.train_x[:n], dev), size), data.train_y[:n]
     train_y = to_device(train_y, dev)
-    val_x, val_y = _resize_u8(to_device(data.val_x[:n_val], dev), size), data.val_y[:n_val]
+    val_x, val_y = resize_u8(to_device(data.val_x[:n_val], dev), size), data.val_y[:n_val]
     val_y = to_device(val_y, dev)
-    affine = _affine(data.mean, data.std, dev)
+    scaling = affine(data.mean, data.std, dev)
 
     model.to(dev)
     if channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     groups = param_groups(model, weight_decay=s.weight_decay)
-    opt = _adamw(groups, s.lr, dev)
+    opt = adamw(groups, s.lr, dev)
     net: Callable[[torch.Tensor], torch.Tensor] = torch.compile(model) if s.compile else model
 
     bs = min(s.batch_size, n)
@@ -299,9 +301,9 @@ def _train(
         t0 = time.perf_counter()
         loss_buf = torch.zeros(steps, device=dev)
         checked = 0
-        batches = _epoch_batches(train_x, train_y, affine, bs, pad, s, gen, channels_last)
+        batches = epoch_batches(train_x, train_y, scaling, bs, pad, s, gen, channels_last)
         for i, (xb, yb) in enumerate(batches):
-            lr = s.lr * _lr_factor(step, total, warmup, s.min_lr_ratio)
+            lr = s.lr * lr_factor(step, total, warmup, s.min_lr_ratio)
             for g in opt.param_groups:
                 g["lr"] = lr
             with autocast(dev, amp):
@@ -353,142 +355,12 @@ def _train(
     )
 
 
-def _adamw(groups: list[dict[str, Any]], lr: float, dev: torch.device) -> torch.optim.AdamW:
-    """AdamW, fused into one kernel per step where torch supports it (CUDA; CPU since 2.4)."""
-    if dev.type in ("cuda", "cpu"):
-        try:
-            return torch.optim.AdamW(groups, lr=lr, fused=True)
-        except (RuntimeError, TypeError, ValueError):  # older torch: no fused CPU kernel
-            pass
-    return torch.optim.AdamW(groups, lr=lr)
-
-
 def _check_finite(loss_buf: torch.Tensor, lo: int, hi: int, epoch: int) -> None:
     bad = ~torch.isfinite(loss_buf[lo:hi])
     if bool(bad.any()):
         first = lo + int(bad.nonzero()[0, 0])
         value = float(loss_buf[first])
         raise TrainingError(f"non-finite loss ({value}) at epoch {epoch} step {first + 1}")
-
-
-def _lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
-    """Per-step multiplier: linear warm-up to 1, then cosine decay to ``min_ratio``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-# --------------------------------------------------------------------------- tensors on device
-def _epoch_batches(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    affine: tuple[torch.Tensor, torch.Tensor],
-    bs: int,
-    pad: int,
-    s: ProxySchedule,
-    gen: torch.Generator,
-    channels_last: bool,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """One epoch of normalised, augmented ``(images, labels)`` batches; the last partial
-    batch is dropped. Randomness comes from ``gen`` on the CPU, drawn once per epoch."""
-    n, dev = int(x.shape[0]), x.device
-    perm = to_device(torch.randperm(n, generator=gen), dev)
-    offsets, flips = _draw_augment(n, pad, s.augment, s.augment and s.hflip, gen, dev)
-    for i in range(n // bs):
-        sl = slice(i * bs, (i + 1) * bs)
-        idx = perm[sl]
-        xb = x[idx]
-        if offsets is not None:
-            xb = _crop_flip(xb, offsets[sl], None if flips is None else flips[sl], pad)
-        yield _normalise(xb, *affine, channels_last), y[idx]
-
-
-def _resize_u8(x: torch.Tensor, size: int, chunk: int = 2048) -> torch.Tensor:
-    """Resize uint8 ``N x C x H x W`` images to ``size`` (bilinear, antialiased when shrinking)."""
-    if x.shape[-2:] == (size, size):
-        return x
-    out = torch.empty((x.shape[0], x.shape[1], size, size), dtype=torch.uint8, device=x.device)
-    shrink = size < max(x.shape[-2:])
-    for i in range(0, x.shape[0], chunk):
-        xf = F.interpolate(
-            x[i : i + chunk].float(), size=(size, size), mode="bilinear", antialias=shrink
-        )
-        out[i : i + chunk] = xf.round_().clamp_(0, 255).to(torch.uint8)
-    return out
-
-
-def _affine(
-    mean: tuple[float, ...], std: tuple[float, ...], dev: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel ``scale, shift`` so that ``u8 * scale + shift`` is normalised."""
-    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-    sd = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-    return to_device(1.0 / (255.0 * sd), dev), to_device(-m / sd, dev)
-
-
-def _normalise(
-    x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, channels_last: bool
-) -> torch.Tensor:
-    x = torch.addcmul(shift, x.float(), scale)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    return x.contiguous(memory_format=fmt)
-
-
-def _draw_augment(
-    n: int, pad: int, crop: bool, flip: bool, gen: torch.Generator, dev: torch.device
-) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """One epoch of crop offsets (``n x 2``) and flip flags, drawn on the CPU generator."""
-    if not crop and not flip:
-        return None, None
-    offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=gen) if crop else None
-    flips = torch.rand(n, generator=gen) < 0.5 if flip else None
-    if offsets is None:
-        offsets = torch.full((n, 2), pad, dtype=torch.int64)
-    return to_device(offsets, dev), None if flips is None else to_device(flips, dev)
-
-
-def _crop_flip(
-    x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor | None, pad: int
-) -> torch.Tensor:
-    """Random crop from a zero-padded batch, and optional flips, as one gather."""
-    b, _, h, w = x.shape
-    if pad:
-        x = F.pad(x, (pad, pad, pad, pad))
-    rows = offsets[:, :1] + torch.arange(h, device=x.device)
-    cols = offsets[:, 1:] + torch.arange(w, device=x.device)
-    if flips is not None:
-        cols = torch.where(flips[:, None], cols.flip(1), cols)
-    batch = torch.arange(b, device=x.device)[:, None, None]
-    return x[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
-
-
-# --------------------------------------------------------------------------- public helpers
-def param_groups(model: nn.Module, *, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: decay for weights; none for 1-d params and ``model.no_weight_decay()``.
-
-    Only parameters with ``requires_grad`` are included. Names returned by
-    ``no_weight_decay()`` match a parameter exactly or as a module prefix.
-
-    Raises:
-        TrainingError: the model has no trainable parameter.
-    """
-    model = getattr(model, "_orig_mod", model)
-    skip_fn = getattr(model, "no_weight_decay", None)
-    skip = set(skip_fn()) if callable(skip_fn) else set()
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        if p.ndim <= 1 or name in skip or any(name.startswith(k + ".") for k in skip):
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    if not decay and not no_decay:
-        raise TrainingError("model: expected trainable parameters, got none")
-    groups = [{"params": decay, "weight_decay": weight_decay}]
-    groups.append({"params": no_decay, "weight_decay": 0.0})
-    return [g for g in groups if g["params"]]
 
 
 def evaluate(
@@ -503,7 +375,8 @@ def evaluate(
     amp: bool = False,
     channels_last: bool = False,
 ) -> float:
-    """Top-1 accuracy of ``model`` on ``(x, y)``, in eval mode under ``torch.inference_mode``.
+    """Top-1 accuracy of ``model`` on ``(x, y)``, in eval mode under ``torch.inference_mode``
+    (the layers' fast paths on, see :func:`~archsearch.layers.attention.fast_paths_in_eval`).
 
     Batches run on ``x.device``; the model must already be there. uint8 images are scaled to
     ``[0, 1]`` and normalised with ``mean``/``std`` when given; float images are used as given.
@@ -528,20 +401,20 @@ def evaluate(
     if x.dtype == torch.uint8:
         mean = mean if mean is not None else (0.0,) * chans
         std = std if std is not None else (1.0,) * chans
-        scale, shift = _affine(mean, std, dev)
+        scale, shift = affine(mean, std, dev)
     module = model if isinstance(model, nn.Module) else None
     was_training = bool(module is not None and module.training)
     if module is not None:
         module.eval()
     correct = torch.zeros((), dtype=torch.int64, device=dev)
     try:
-        with torch.inference_mode(), autocast(dev, amp):
+        with torch.inference_mode(), autocast(dev, amp), fast_paths_in_eval():
             for i in range(0, n, batch_size):
                 xb = x[i : i + batch_size]
                 if img_size is not None and xb.shape[-2:] != (img_size, img_size):
                     xb = F.interpolate(xb.float(), size=(img_size, img_size), mode="bilinear")
                 if x.dtype == torch.uint8:
-                    xb = _normalise(xb, scale, shift, channels_last)
+                    xb = normalise(xb, scale, shift, channels_last)
                 elif channels_last:
                     xb = xb.contiguous(memory_format=torch.channels_last)
                 pred = model(xb).argmax(dim=1)
@@ -550,42 +423,3 @@ def evaluate(
         if module is not None:
             module.train(was_training)
     return int(correct) / n
-
-
-def save_weights(
-    model: nn.Module, path: str | Path, *, metadata: dict[str, str] | None = None
-) -> Path:
-    """Write the model's state dict to a ``.safetensors`` file (shared tensors stored once).
-
-    The file is written next to ``path`` and renamed into place; parent folders are created.
-    """
-    from safetensors.torch import save_model
-
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    save_model(getattr(model, "_orig_mod", model), str(tmp), metadata=metadata)
-    os.replace(tmp, p)
-    return p
-
-
-def load_weights(model: nn.Module, path: str | Path, *, strict: bool = True) -> nn.Module:
-    """Load weights written by :func:`save_weights` into ``model`` (onto its device).
-
-    Raises:
-        ConfigError: the file is missing or its tensors do not fit the model.
-    """
-    from safetensors.torch import load_model
-
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"weights: expected an existing .safetensors file, got {str(p)!r}")
-    target = getattr(model, "_orig_mod", model)
-    first = next(iter(target.parameters()), None)
-    dev = str(first.device) if first is not None else "cpu"
-    try:
-        load_model(target, str(p), strict=strict, device=dev)
-    except Exception as e:  # safetensors raises RuntimeError or its own SafetensorError
-        msg = " ".join(str(e).split())[:300]
-        raise ConfigError(f"{p}: expected weights that fit the model, got {msg}") from None
-    return model
