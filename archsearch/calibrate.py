@@ -82,7 +82,8 @@ def images_x_epochs(schedule: ProxySchedule, train_images: int) -> int:
 
 
 def pick_designs(run_dir: Path, k: int) -> list[tuple[ArchConfig, str]]:
-    """K trained designs of a run, spread evenly over its accuracy range (baselines included)."""
+    """K trained designs of a run, spread evenly over its accuracy range (baselines included),
+    cheapest first."""
     path = RunDir(run_dir).trials
     if not path.is_file():
         raise ArchsearchError(f"run directory {str(run_dir)!r}: expected trials.csv, found none")
@@ -104,7 +105,10 @@ def pick_designs(run_dir: Path, k: int) -> list[tuple[ArchConfig, str]]:
         idx = sorted({round(i * step) for i in range(want)})
         chosen += [rest[i] for i in idx]
     out = []
-    for r in chosen[:k] if len(chosen) > k else chosen:
+    # cheapest first (by the run's own training time), so a calibration cut short still holds
+    # as many whole designs as possible
+    chosen = sorted(chosen[:k], key=lambda r: float(r.train_seconds or 0.0))
+    for r in chosen:
         cfg = ArchConfig.from_json(str(r.config))
         label = f"{r.baseline} " if r.baseline else f"trial {r.trial}: "
         out.append((cfg, label + notation(cfg)))
