@@ -141,7 +141,7 @@ class ConsoleProgress(_ProgressBase):
     def finish(self, plan: Any, front: Any) -> None:
         import pandas as pd
 
-        if self.quiet:
+        if self.quiet or plan.title != "run":  # calibrate prints its own summary
             return
         _err("")
         if front is None or len(front) == 0:
