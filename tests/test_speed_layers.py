@@ -10,7 +10,7 @@ the machine, absolute times are not. The required speed-ups are well below the m
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -22,12 +22,7 @@ from archsearch.layers.attention import set_fast_paths
 BATCH = 64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _best_times(module: nn.Module, x: torch.Tensor, hw: tuple[int, int]) -> tuple[float, float]:
