@@ -12,6 +12,7 @@ that table into the figures (noise floor, rank correlations with intervals, top-
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from .blocks import notation
 from .config import ArchConfig
 from .cost.candidate import cost_candidate
 from .errors import ArchsearchError, ConfigError
-from .records import read_trials
+from .records import read_trials, trained
 from .rundir import RunDir, write_atomic
 from .search import study as st
 from .search.driver import Candidate, Progress, StudyDriver
@@ -88,8 +89,7 @@ def pick_designs(run_dir: Path, k: int) -> list[tuple[ArchConfig, str]]:
     if not path.is_file():
         raise ArchsearchError(f"run directory {str(run_dir)!r}: expected trials.csv, found none")
     df = read_trials(path)
-    ok = (df["state"] == "COMPLETE") & df["feasible"].fillna(False) & df["reused_from"].isna()
-    pool = df[ok & df["proxy_accuracy"].notna()].drop_duplicates("archid")
+    pool = trained(df).drop_duplicates("archid")
     pool = pool.sort_values("proxy_accuracy", ascending=False, kind="stable")
     if len(pool) < 3:
         raise ArchsearchError(
@@ -190,18 +190,10 @@ class CalibrationDriver(StudyDriver):
     def weights_path(self, cand: Candidate) -> Path | None:
         return None
 
-    def interrupt(self, trial: optuna.Trial) -> None:
-        """Recorded as interrupted; the job is simply handed out again next time."""
-        trial.set_user_attr("error", "interrupted")
-        trial.set_user_attr("interrupted", True)
-        self.study.tell(trial, state=TrialState.FAIL)
-        self.issued.discard(
-            (
-                trial.user_attrs.get("archid"),
-                trial.user_attrs.get("tier"),
-                trial.user_attrs.get("seed"),
-            )
-        )
+    def requeue(self, trial: optuna.Trial) -> None:
+        """An interrupted job is simply handed out again."""
+        a = trial.user_attrs
+        self.issued.discard((a.get("archid"), a.get("tier"), a.get("seed")))
 
     def records_frame(self) -> pd.DataFrame:
         train_images = int(self.plan.data.train_x.shape[0])
@@ -259,8 +251,7 @@ def _reuse_run_trainings(plan: Plan, study: optuna.Study, jobs: list[Job]) -> No
     done = {(t.user_attrs.get("archid"), t.user_attrs.get("tier"), t.user_attrs.get("seed"))
             for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}  # fmt: skip
     table = read_trials(plan.run.trials)
-    ok = (table["state"] == "COMPLETE") & table["feasible"].fillna(False)
-    runs = table[ok & table["proxy_accuracy"].notna() & table["reused_from"].isna()]
+    runs = trained(table)
     by_id = {str(r.archid): r for r in runs.itertuples()}
     for job in jobs:
         r = by_id.get(job.config.archid)
@@ -357,7 +348,7 @@ def calibrate(
     Returns:
         ``{"csv": Path, "json": Path, "png": Path, "analysis": dict}``.
     """
-    from .report.calibration import analyse, write_calibration
+    from .report.calibration import write_calibration
     from .search.local import execute_local, open_run_study
 
     check_counts(designs, seeds, reference_factor)
@@ -396,4 +387,4 @@ def calibrate(
         from .report import write_report
 
         paths["html"] = write_report(root)["html"]
-    return {**paths, "analysis": analyse(df)}
+    return {**paths, "analysis": json.loads(paths["json"].read_text())}

@@ -29,6 +29,7 @@ __all__ = [
     "trials_frame",
     "read_trials",
     "accuracy_se",
+    "trained",
 ]
 
 #: Column -> pandas dtype, in column order; the choices go between the head and the tail.
@@ -183,3 +184,9 @@ def read_trials(path: Path) -> pd.DataFrame:
         values = [None if v is None else _parse_cell(v) for v in raw[col].replace("", None)]
         df[col] = pd.Series(values, dtype=_choice_dtype(values) or "object", index=df.index)
     return df
+
+
+def trained(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows that trained an architecture: complete, feasible, with an accuracy, no repeat."""
+    ok = (table["state"] == "COMPLETE") & table["feasible"].fillna(False)
+    return table[ok & table["proxy_accuracy"].notna() & table["reused_from"].isna()]

@@ -238,6 +238,10 @@ class StudyDriver:
         trial.set_user_attr("error", "interrupted")
         trial.set_user_attr("interrupted", True)
         self.study.tell(trial, state=TrialState.FAIL)
+        self.requeue(trial)
+
+    def requeue(self, trial: optuna.Trial) -> None:
+        """Have an interrupted trial's candidate run again (baselines are re-run by name)."""
         if not self.study.trials[trial.number].user_attrs.get("baseline"):
             self.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
 
