@@ -239,3 +239,15 @@ def test_baselines_and_conditional_dimensions(tmp_path: Path) -> None:
     fig = pareto_figure(data.table[data.table.feasible.astype(bool)], "macs", "MACs", limit=5e8)
     assert fig is not None
     assert "lvt" in [t.get_text() for t in fig.axes[0].texts]
+
+
+def test_committed_run_reports_without_its_journal(tmp_path: Path) -> None:
+    committed = Path(__file__).resolve().parents[1] / "results" / "default-3.5M-params"
+    copy = tmp_path / "run"
+    shutil.copytree(committed, copy)
+    assert not (copy / "study.journal").exists()  # the committed folder holds no journal
+    paths = write_report(copy)
+    mine = pd.read_csv(paths["pareto_csv"])
+    theirs = pd.read_csv(committed / "pareto.csv")
+    assert list(mine["trial"]) == list(theirs["trial"])
+    assert 'id="calibration"' in paths["html"].read_text()
