@@ -28,7 +28,7 @@ __all__ = [
 
 _DIRECTIONS = ("maximize", "minimize")
 _SHORT_NAMES = {
-    "accuracy": "proxy_accuracy",
+    "accuracy": "accuracy_mean",
     "params": "params",
     "macs": "macs",
     "latency": "latency_ms",
@@ -51,8 +51,10 @@ class Objective:
 def parse_objectives(columns: list[str]) -> list[Objective]:
     """Turn short objective names into objectives.
 
-    ``accuracy`` maps to the ``proxy_accuracy`` column (maximised); ``params``, ``macs`` and
-    ``latency`` (column ``latency_ms``) are minimised. Full column names are accepted too.
+    ``accuracy`` maps to the ``accuracy_mean`` column (maximised: a design's proxy accuracy,
+    averaged over its seeds, see :func:`archsearch.records.aggregate_seeds`); ``params``,
+    ``macs`` and ``latency`` (column ``latency_ms``) are minimised. Full column names are
+    accepted too.
 
     Args:
         columns: Short names or column names, in the order the objectives should have.
@@ -63,13 +65,14 @@ def parse_objectives(columns: list[str]) -> list[Objective]:
     Raises:
         ValueError: A name is not known.
     """
-    lookup = {**_SHORT_NAMES, **{col: col for col in _SHORT_NAMES.values()}}
+    lookup = {**_SHORT_NAMES, **{col: col for col in [*_SHORT_NAMES.values(), "proxy_accuracy"]}}
     out = []
     for name in columns:
         if name not in lookup:
             raise ValueError(f"objective name must be one of {sorted(lookup)}, got {name!r}")
         column = lookup[name]
-        out.append(Objective(column, "maximize" if column == "proxy_accuracy" else "minimize"))
+        maximize = column in ("accuracy_mean", "proxy_accuracy")
+        out.append(Objective(column, "maximize" if maximize else "minimize"))
     return out
 
 

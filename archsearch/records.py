@@ -30,6 +30,8 @@ __all__ = [
     "read_trials",
     "accuracy_se",
     "trained",
+    "design_rows",
+    "aggregate_seeds",
 ]
 
 #: Column -> pandas dtype, in column order; the choices go between the head and the tail.
@@ -44,7 +46,16 @@ DTYPES: dict[str, str] = {
     "latency_ms": "Float64",
     "proxy_accuracy": "Float64",
     "accuracy_se": "Float64",
+    "seeds": "Int64",
+    "accuracy_mean": "Float64",
+    "accuracy_lo": "Float64",
+    "accuracy_hi": "Float64",
     "val_images": "Int64",
+    "rung": "Int64",
+    "fidelity": "Int64",
+    "seed": "Int64",
+    "repeat_of": "Int64",
+    "promoted_from": "Int64",
     "epochs": "Int64",
     "train_seconds": "Float64",
     "violations": "string",
@@ -53,6 +64,18 @@ DTYPES: dict[str, str] = {
     "reused_from": "Int64",
     "weights": "string",
     "config": "string",
+}
+#: Columns added after the first release, with the value older tables imply.
+ADDED_COLUMNS = {
+    "seeds": "",
+    "accuracy_mean": "",
+    "accuracy_lo": "",
+    "accuracy_hi": "",
+    "rung": "0",
+    "fidelity": "",
+    "seed": "0",
+    "repeat_of": "",
+    "promoted_from": "",
 }
 HEAD_COLUMNS = ["trial", "state", "archid", "feasible", "baseline"]
 TAIL_COLUMNS = [c for c in DTYPES if c not in HEAD_COLUMNS]
@@ -74,6 +97,13 @@ class TrialRecord:
     repeat of an architecture already trained (it reuses that result, does not count towards
     ``--trials`` and is not a point of the front); ``violations`` lists the budgets a candidate
     exceeds (it was never trained); ``error`` says why training failed or stopped.
+
+    ``rung`` is the training budget: 0 is the run's proxy schedule (the top), ``k`` has
+    ``eta ** k`` times fewer images x epochs (``fidelity``); ``promoted_from`` names the
+    lower-rung trial a design moved up from. ``seed`` > 0 marks a retraining of trial
+    ``repeat_of`` with another seed. Only rung-0, seed-0 rows are designs of the front; their
+    ``seeds``, ``accuracy_mean``, ``accuracy_lo`` and ``accuracy_hi`` aggregate every seed
+    (see :func:`aggregate_seeds`).
     """
 
     trial: int
@@ -87,7 +117,16 @@ class TrialRecord:
     latency_ms: float | None = None
     proxy_accuracy: float | None = None
     accuracy_se: float | None = None
+    seeds: int | None = None  # the design's aggregate over seeds: derived by trials_frame
+    accuracy_mean: float | None = None
+    accuracy_lo: float | None = None
+    accuracy_hi: float | None = None
     val_images: int | None = None
+    rung: int = 0
+    fidelity: int | None = None
+    seed: int = 0
+    repeat_of: int | None = None
+    promoted_from: int | None = None
     epochs: int | None = None
     train_seconds: float | None = None
     violations: str = ""
@@ -150,6 +189,43 @@ def trials_frame(records: list[TrialRecord], run_dir: Path | None = None) -> pd.
             w if isinstance(w, str) and (run_dir / w).is_file() else pd.NA for w in df["weights"]
         ]
         df["weights"] = df["weights"].astype("string")
+    return aggregate_seeds(df)
+
+
+def design_rows(table: pd.DataFrame) -> pd.Series:
+    """Rows that are designs of the front's pool: trained at the top rung with the run's own
+    seed (seed repeats, lower rungs, repeats of an evaluated design and failures are not)."""
+    ok = (table["state"] == "COMPLETE") & table["feasible"].fillna(False).astype(bool)
+    ok &= table["proxy_accuracy"].notna() & table["reused_from"].isna()
+    ok &= table["rung"].fillna(0).eq(0) & table["seed"].fillna(0).eq(0)
+    return ok & table["repeat_of"].isna()
+
+
+def aggregate_seeds(table: pd.DataFrame) -> pd.DataFrame:
+    """Fill ``seeds``, ``accuracy_mean``, ``accuracy_lo`` and ``accuracy_hi`` of every design row
+    from its own accuracy and its seed repeats (rows with ``repeat_of`` = its trial); other rows
+    get none. The 95% interval combines the seed-to-seed spread of the mean (t interval, two or
+    more seeds) with the validation set's binomial error of the mean; one seed gives the
+    validation error alone."""
+    df = table.copy()
+    for col in ("seeds", "accuracy_mean", "accuracy_lo", "accuracy_hi"):
+        df[col] = pd.Series(pd.NA, index=df.index, dtype=DTYPES[col])
+    designs = design_rows(df)
+    done = (df["state"] == "COMPLETE") & df["proxy_accuracy"].notna() & df["repeat_of"].notna()
+    extra: dict[int, list[float]] = {}
+    for src, acc in zip(df.loc[done, "repeat_of"], df.loc[done, "proxy_accuracy"]):
+        extra.setdefault(int(src), []).append(float(acc))
+    for i in df.index[designs]:
+        values = [float(df.at[i, "proxy_accuracy"]), *extra.get(int(df.at[i, "trial"]), [])]
+        mean = sum(values) / len(values)
+        n_val = df.at[i, "val_images"]
+        val_se = accuracy_se(mean, None if pd.isna(n_val) else int(n_val)) or 0.0
+        seed_lo, seed_hi = stats.mean_interval(values, se=0.0)
+        half = math.hypot((seed_hi - seed_lo) / 2, stats.z_quantile(0.95) * val_se)
+        df.at[i, "seeds"] = len(values)
+        df.at[i, "accuracy_mean"] = mean
+        df.at[i, "accuracy_lo"] = mean - half
+        df.at[i, "accuracy_hi"] = mean + half
     return df
 
 
@@ -173,20 +249,23 @@ def read_trials(path: Path) -> pd.DataFrame:
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
         msg = " ".join(str(e).split()) or type(e).__name__
         raise ArchsearchError(f"{path}: expected archsearch's trials.csv, got {msg}") from None
+    for col, default in ADDED_COLUMNS.items():  # a table written before the column existed
+        if col not in raw.columns:
+            raw[col] = default
     missing = [c for c in TRIAL_COLUMNS if c not in raw.columns]
     if missing:
         raise ArchsearchError(f"{path}: expected a column {missing[0]!r}, found none")
     cols = list(raw.columns)
     choices = cols[len(HEAD_COLUMNS) : cols.index(TAIL_COLUMNS[0])]
+    raw = raw[HEAD_COLUMNS + choices + TAIL_COLUMNS]
     df = raw.replace("", None)
     df = _typed(df.astype(object))
     for col in choices:
         values = [None if v is None else _parse_cell(v) for v in raw[col].replace("", None)]
         df[col] = pd.Series(values, dtype=_choice_dtype(values) or "object", index=df.index)
-    return df
+    return aggregate_seeds(df)
 
 
 def trained(table: pd.DataFrame) -> pd.DataFrame:
-    """Rows that trained an architecture: complete, feasible, with an accuracy, no repeat."""
-    ok = (table["state"] == "COMPLETE") & table["feasible"].fillna(False)
-    return table[ok & table["proxy_accuracy"].notna() & table["reused_from"].isna()]
+    """Rows that trained a design at the top rung with the run's seed (see :func:`design_rows`)."""
+    return table[design_rows(table)]

@@ -75,6 +75,24 @@ class RunSettings:
         "accuracy,macs", "accuracy followed by costs among params, macs, latency", defines=True
     )
     seed: int = _opt(0, "run seed (sampler, data split, weight init)", type=int, defines=True)
+    fidelity: str = _opt(
+        "single",
+        "single: every design gets the proxy; sh: successive halving, hyperband: Hyperband "
+        "brackets (cheap rungs first, the non-dominated designs move up to the proxy)",
+        choices=("single", "sh", "hyperband"),
+        defines=True,
+    )
+    rungs: int = _opt(
+        3, "rungs of --fidelity sh/hyperband (the proxy is the top)", type=int, defines=True
+    )
+    eta: int = _opt(
+        3, "rung-to-rung reduction of images x epochs (sh/hyperband)", type=int, defines=True
+    )
+    final_seeds: int = _opt(
+        3,
+        "seeds each front design and baseline is finally trained with (1: no retraining)",
+        type=int,
+    )
     device: str = _opt("auto", "auto (cuda, mps, cpu), cpu, cuda, cuda:N")
     name: str | None = _opt(None, "run name: results/NAME")
     out: str | None = _opt(None, "run directory (instead of results/NAME)")

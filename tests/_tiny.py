@@ -8,7 +8,8 @@ from typing import Any
 from archsearch.search import execute, prepare
 from archsearch.settings import RunSettings
 
-#: A two-stage toy space on synthetic data, one short epoch per candidate, no baselines.
+#: A two-stage toy space on synthetic data, one short epoch per candidate, no baselines, no
+#: finalist seeds.
 TINY_RUN: dict[str, Any] = dict(
     space="tiny",
     dataset="synthetic",
@@ -18,6 +19,7 @@ TINY_RUN: dict[str, Any] = dict(
     proxy_img_size=32,
     baselines=False,
     quiet=True,
+    final_seeds=1,
 )
 
 

@@ -18,7 +18,7 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from archsearch.errors import ConfigError  # noqa: E402
-from archsearch.records import HEAD_COLUMNS, TAIL_COLUMNS  # noqa: E402
+from archsearch.records import HEAD_COLUMNS, TAIL_COLUMNS, read_trials  # noqa: E402
 from archsearch.search import execute, prepare  # noqa: E402
 from archsearch.search.space import load_space  # noqa: E402
 from archsearch.search.study import load_study  # noqa: E402
@@ -176,3 +176,20 @@ def test_local_and_ray_write_the_same_table_layout(tmp_path, local_ray) -> None:
     assert da.dtypes.to_dict() == db.dtypes.to_dict()
     assert list(da.archid) == list(db.archid)
     assert da.proxy_accuracy.tolist() == db.proxy_accuracy.tolist()  # same seed, same training
+
+
+def test_ray_runs_successive_halving_and_finalists(tmp_path, local_ray) -> None:
+    """Rungs and finalist seeds go through the same driver on Ray: 4 designs at the low rung,
+    4 // 2 promoted to the top, then the front's designs retrained with a second seed."""
+    out = tmp_path / "sh"
+    opts = _opts(out, fidelity="sh", rungs=2, eta=2, final_seeds=2, subset=128, sampler="random")
+    execute(prepare(opts))
+    df = read_trials(out / "trials.csv")
+    done = df[(df.state == "COMPLETE") & df.reused_from.isna()]
+    first = done[done.repeat_of.isna()]
+    assert first.groupby("rung").archid.nunique().to_dict() == {1: 4, 0: 2}
+    front = df[df.accuracy_mean.notna()]
+    assert (front.rung == 0).all() and (front.seeds == 2).all()
+    assert sorted(done[done.repeat_of.notna()].repeat_of) == sorted(front.trial)
+    specs = _ray_specs(out)
+    assert {s["schedule"]["subset"] for s in specs if s["schedule"]} == {64}

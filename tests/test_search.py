@@ -48,6 +48,8 @@ def _cli_args(out: Path, trials: int, *extra: str) -> list[str]:
         "--proxy-img-size",
         "32",
         "--no-baselines",
+        "--final-seeds",
+        "1",
         "--trials",
         str(trials),
         "--out",

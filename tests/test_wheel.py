@@ -45,7 +45,8 @@ def test_wheel_install_runs_a_search_from_another_directory(tmp_path: Path) -> N
     res = subprocess.run(
         [str(py), "-m", "archsearch.cli", "run", "--budget", "100K-params", "--space", "tiny",
          "--dataset", "synthetic", "--epochs", "1", "--subset", "128", "--batch-size", "64",
-         "--proxy-img-size", "32", "--no-baselines", "--trials", "2", "--quiet",
+         "--proxy-img-size", "32", "--no-baselines", "--final-seeds", "1", "--trials", "2",
+         "--quiet",
          "--out", "run"],
         cwd=work, capture_output=True, text=True, timeout=600,
     )  # fmt: skip

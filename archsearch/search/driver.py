@@ -23,12 +23,13 @@ from ..config import ArchConfig
 from ..cost.candidate import CostRecord, cost_candidate
 from ..models import reference_config
 from ..pareto import front as pareto_front
-from ..records import TrialRecord, trials_frame
+from ..records import TrialRecord, design_rows, trials_frame
 from ..rundir import write_atomic
 from ..train.candidate import TrainOutcome
 from ..train.proxy import ProxySchedule
 from . import study as st
-from .plan import Plan
+from .fidelity import Result, bracket_of, promotion
+from .plan import OBJECTIVES, Plan
 
 __all__ = ["Candidate", "Progress", "StudyDriver", "describe"]
 
@@ -102,6 +103,9 @@ class StudyDriver:
         self.repeats = 0  # samples in a row that repeated an evaluated architecture
         self.over_budget = 0  # over-budget samples in all
         self.waiting: dict[str, list[optuna.Trial]] = {}
+        self.rungs = plan.ladder
+        self.directions = [OBJECTIVES[o][1] for o in plan.objectives]
+        self._said: set[str] = set()  # stop reasons already logged
 
     # ------------------------------------------------------------------ asking
     def baselines_left(self) -> list[str]:
@@ -122,14 +126,28 @@ class StudyDriver:
         return self._costed(trial, cfg, baseline=name)
 
     def propose(self) -> Candidate | str | None:
-        """Sample one candidate. Returns a :class:`Candidate` to train, :data:`RUNNING` when the
-        same architecture is in flight (the trial waits, see :meth:`settle_waiting`), or None
-        when the candidate was settled without training (repeat or over budget)."""
-        trial = self.study.ask()
+        """The next job: a design moving up a rung, a new sample, or a finalist's seed repeat.
+
+        Returns a :class:`Candidate` to train, :data:`RUNNING` when a sampled architecture is in
+        flight (the trial waits, see :meth:`settle_waiting`), or None when the job was settled
+        without training (a repeat, over budget, or nothing left to do)."""
+        with self.plan.run.lock():  # two workers must not plan the same promotion
+            job = self._job()
+            if job is None:
+                return None
+            if job[0] != "sample":
+                self.study.enqueue_trial(job[1].params, user_attrs=job[2])
+            trial = self.study.ask()
         try:
+            if trial.user_attrs.get("promoted_from") is not None:
+                return self._planned(trial, "promoted_from")
+            if trial.user_attrs.get("repeat_of") is not None:
+                return self._planned(trial, "repeat_of")
             cfg = self.plan.space.sample(lambda n, opts: trial.suggest_categorical(n, opts))
             self._open(trial, cfg)
             index = st.counted_trials(self.study, include_running=True)
+            bracket = bracket_of(self.rungs, index - 1)
+            self._set_rung(trial, self.rungs.start(bracket), bracket, 0)
             self.progress.trial_start(index, self.plan.trials, trial.number, describe(cfg), "trial")
             earlier = self.earlier(cfg.archid, trial.number)
             if earlier == RUNNING:
@@ -138,18 +156,106 @@ class StudyDriver:
             if isinstance(earlier, FrozenTrial):
                 self._reuse(trial, earlier)
                 return None
-            return self._costed(trial, cfg)
+            return self._at_rung(self._costed(trial, cfg), self.rungs.start(bracket), 0)
         except BaseException:
             self.interrupt(trial)
             raise
 
+    def _set_rung(self, trial: optuna.Trial, rung: int, bracket: int, seed: int) -> None:
+        for k, v in (("rung", rung), ("bracket", bracket), ("seed", seed)):
+            trial.set_user_attr(k, v)
+        trial.set_user_attr("fidelity", self.rungs.fidelity(rung))
+
+    def _planned(self, trial: optuna.Trial, link: str) -> Candidate | None:
+        """A queued job (a promotion or a seed repeat) of an earlier trial's design."""
+        a = trial.user_attrs
+        src = self.study.get_trials(deepcopy=False)[int(a[link])]
+        cfg = ArchConfig.from_json(src.user_attrs["config"])
+        baseline = src.user_attrs.get("baseline") or ""
+        rung, seed = int(a.get("rung", 0)), int(a.get("seed", 0))
+        self._open(trial, cfg, baseline=baseline)
+        self._set_rung(trial, rung, int(a.get("bracket", 0)), seed)
+        kind = f"to rung {rung}" if link == "promoted_from" else f"seed {seed}"
+        name = f"{baseline} " if baseline else ""
+        self.progress.trial_start(
+            st.counted_trials(self.study), self.plan.trials, trial.number, describe(cfg),
+            f"{name}{kind} (from trial {src.number})",
+        )  # fmt: skip
+        return self._at_rung(self._costed(trial, cfg, baseline=baseline), rung, seed)
+
+    def _at_rung(self, cand: Candidate | None, rung: int, seed: int) -> Candidate | None:
+        if cand is not None:
+            cand.schedule = self.rungs.schedule(rung) if rung else None
+            cand.seed_offset = seed
+        return cand
+
+    # ------------------------------------------------------------------ planning
+    def _job(self) -> tuple[Any, ...] | None:
+        """What to do next: ``("promote", source, attrs)``, ``("sample",)``,
+        ``("final", source, attrs)`` or None (nothing now)."""
+        if self._sampling_stop() != "timeout":
+            up = self._promotion()
+            if up is not None:
+                return up
+        if self._sampling_stop() is None:
+            return ("sample",)
+        return self._finalist()
+
+    def _promotion(self) -> tuple[Any, ...] | None:
+        if self.rungs.levels < 2:
+            return None
+        trials = self.study.get_trials(deepcopy=False)
+        results, moved_up = [], set()
+        for t in trials:
+            a = t.user_attrs
+            if a.get("repeat_of") is not None or a.get("reused_from") is not None:
+                continue
+            if t.state == TrialState.FAIL and a.get("interrupted"):
+                continue
+            rung = int(a.get("rung", 0))
+            moved_up.add(f"{a.get('archid')}@{rung + 1}")
+            if t.state == TrialState.COMPLETE and a.get("feasible") and rung > 0 and t.values:
+                bracket = int(a.get("bracket", 0))
+                results.append(Result(t.number, a["archid"], bracket, rung, tuple(t.values)))
+        up = promotion(results, moved_up, self.rungs.eta, self.directions)
+        if up is None:
+            return None
+        attrs = {"promoted_from": up.trial, "rung": up.rung - 1, "bracket": up.bracket, "seed": 0}
+        return ("promote", trials[up.trial], attrs)
+
+    def _finalist(self) -> tuple[Any, ...] | None:
+        """The next seed repeat a front design or a baseline lacks (``--final-seeds``)."""
+        want = self.plan.settings.final_seeds
+        if want < 2:
+            return None
+        trials = self.study.get_trials(deepcopy=False)
+        table = trials_frame([st.to_record(t) for t in trials])
+        front = set(pareto_front(table, self.plan.objectives)["trial"])
+        pool = table[design_rows(table)]
+        pool = pool[pool["trial"].isin(front) | (pool["baseline"] != "")]
+        have: dict[int, set[int]] = {}
+        for t in trials:
+            a = t.user_attrs
+            if a.get("repeat_of") is None or (t.state == TrialState.FAIL and a.get("interrupted")):
+                continue
+            have.setdefault(int(a["repeat_of"]), set()).add(int(a.get("seed", 0)))
+        for number in sorted(int(n) for n in pool["trial"]):
+            missing = [k for k in range(1, want) if k not in have.get(number, set())]
+            if missing:
+                attrs = {"repeat_of": number, "rung": 0, "bracket": 0, "seed": missing[0]}
+                return ("final", trials[number], attrs)
+        return None
+
     def earlier(self, archid: str, number: int) -> FrozenTrial | str | None:
-        """The finished, trained trial of the same architecture; :data:`RUNNING` if one is in
-        flight in a live process; None if this architecture is new."""
+        """The finished, trained trial of the same architecture (at any rung, its own seed);
+        :data:`RUNNING` if one is in flight in a live process; None if this architecture is
+        new."""
         running = False
         for t in self.study.get_trials(deepcopy=False):
             a = t.user_attrs
             if t.number == number or a.get("archid") != archid or a.get("reused_from") is not None:
+                continue
+            if a.get("repeat_of") is not None:
                 continue
             if t.state == TrialState.COMPLETE:
                 return t
@@ -241,8 +347,10 @@ class StudyDriver:
         self.requeue(trial)
 
     def requeue(self, trial: optuna.Trial) -> None:
-        """Have an interrupted trial's candidate run again (baselines are re-run by name)."""
-        if not self.study.trials[trial.number].user_attrs.get("baseline"):
+        """Have an interrupted trial's candidate run again (baselines are re-run by name;
+        promotions and seed repeats are planned again from the study)."""
+        a = self.study.trials[trial.number].user_attrs
+        if not st.planned(a) and not a.get("baseline"):
             self.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
 
     def _reuse(self, trial: optuna.Trial, done: FrozenTrial) -> None:
@@ -275,25 +383,36 @@ class StudyDriver:
         return waiting[:1]
 
     def weights_path(self, cand: Candidate) -> Path | None:
-        """Where the candidate's trained weights go (None: not kept)."""
+        """Where the candidate's trained weights go (None: not kept: lower rungs and seed
+        repeats; the exported weights are the top rung's, run seed)."""
+        if cand.schedule is not None or cand.seed_offset:
+            return None
         return self.plan.run.weights_file(cand.tag, cand.config.archid)
 
     # ------------------------------------------------------------------ stopping, recording
     def stop_reason(self) -> str | None:
-        """Why no further candidate should be sampled now, or None."""
+        """Why there is nothing more to do now (no promotion, sample or finalist), or None."""
+        reason = self._sampling_stop()
+        if reason is None or self._job() is not None:
+            return None
+        return reason
+
+    def _sampling_stop(self) -> str | None:
+        """Why no further new design should be sampled, or None."""
         plan = self.plan
+        reason, why = None, ""
         if st.counted_trials(self.study, include_running=True) >= plan.trials:
-            return "trials"
-        if plan.timeout is not None and time.monotonic() - self.started > plan.timeout:
-            log.warning("timeout of %.0f s reached; stopping the search", plan.timeout)
-            return "timeout"
-        if self.repeats >= MAX_REPEATS:
-            log.warning("%d samples in a row repeated evaluated designs; stopping", self.repeats)
-            return "exhausted"
-        if self.over_budget >= max(200, 50 * plan.trials):
-            log.warning("%d candidates over budget, too few within; stopping", self.over_budget)
-            return "exhausted"
-        return None
+            reason = "trials"
+        elif plan.timeout is not None and time.monotonic() - self.started > plan.timeout:
+            reason, why = "timeout", f"timeout of {plan.timeout:.0f} s reached; stopping the search"
+        elif self.repeats >= MAX_REPEATS:
+            reason, why = "exhausted", f"{self.repeats} samples in a row repeated evaluated designs"
+        elif self.over_budget >= max(200, 50 * plan.trials):
+            reason, why = "exhausted", f"{self.over_budget} candidates over budget, too few within"
+        if why and reason not in self._said:
+            self._said.add(str(reason))
+            log.warning("%s", why)
+        return reason
 
     def records(self) -> list[TrialRecord]:
         return [st.to_record(t) for t in self.study.get_trials(deepcopy=False)]
@@ -323,9 +442,5 @@ class StudyDriver:
         records = self.records()
         front = self.write_table(records)
         row = next(r for r in records if r.trial == number).row()
-        accs = [
-            r.proxy_accuracy
-            for r in records
-            if r.feasible and r.proxy_accuracy is not None and r.state == "COMPLETE"
-        ]
-        self.progress.trial_end(row, max(accs) if accs else None, len(front))
+        best = front["accuracy_mean"].max() if len(front) else None
+        self.progress.trial_end(row, None if best is None else float(best), len(front))

@@ -90,6 +90,16 @@ def _wait_for_repeats(driver: StudyDriver, trainer: Trainer, prune: bool) -> Non
             time.sleep(0.5)
 
 
+def _loop(driver: StudyDriver, trainer: Trainer, prune: bool) -> None:
+    """Train the driver's jobs (promotions, new samples, finalists) until none is left."""
+    while driver.stop_reason() is None:
+        got = driver.propose()
+        if isinstance(got, Candidate):
+            _train(driver, trainer, got, prune)
+        elif got == RUNNING:
+            _wait_for_repeats(driver, trainer, prune)
+
+
 DriverFactory = Callable[[Plan, optuna.Study, "Progress | None"], StudyDriver]
 
 
@@ -127,17 +137,14 @@ def execute_local(
                 cand = drv.baseline(name, i + 1)
                 if cand is not None:
                     _train(drv, trainer, cand, prune=False)
-        while drv.stop_reason() is None:
-            got = drv.propose()
-            if isinstance(got, Candidate):
-                _train(drv, trainer, got, s.pruner)
-            elif got == RUNNING:
-                _wait_for_repeats(drv, trainer, s.pruner)
+        _loop(drv, trainer, s.pruner)
     finally:
         for p in procs:
             p.join()
             if p.exitcode:
                 log.warning("worker process %s exited with code %s", p.pid, p.exitcode)
+    if procs:  # the workers' last results may call for more promotions or finalists
+        _loop(drv, trainer, s.pruner)
     front = drv.write_table()
     if not worker:
         drv.progress.finish(plan, front)

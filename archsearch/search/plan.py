@@ -30,6 +30,7 @@ from ..settings import CPU_DEFAULTS, DEFINING, GPU_DEFAULTS, RunSettings
 from ..train.data import ImageData, load_dataset
 from ..train.device import select_device
 from ..train.proxy import ProxySchedule
+from .fidelity import Rungs
 from .space import SearchSpace, load_space
 
 __all__ = ["OBJECTIVES", "Plan", "prepare", "resolve", "parse_objectives", "fingerprint"]
@@ -52,6 +53,9 @@ _MIN = {
     "num_classes": 1,
     "workers": 1,
     "seed": 0,
+    "rungs": 1,
+    "eta": 2,
+    "final_seeds": 1,
 }
 
 
@@ -75,6 +79,14 @@ class Plan:
     resumed: bool = False
     replace: bool = False  # --force on a run folder holding a different run
     title: str = "run"  # the command driving the plan (run, calibrate)
+    rungs: Rungs | None = None  # None: single fidelity at ``schedule``
+
+    @property
+    def ladder(self) -> Rungs:
+        """The run's rungs (one rung, the proxy schedule, for single fidelity)."""
+        if self.rungs is not None:
+            return self.rungs
+        return Rungs(self.schedule, int(self.data.train_x.shape[0]))
 
     @property
     def run_dir(self) -> Path:
@@ -100,7 +112,7 @@ def _check_values(s: RunSettings) -> None:
             raise ConfigError(f"{flag}: expected an integer >= {lo}, got {v!r}")
     if s.timeout is not None and not s.timeout > 0:
         raise ConfigError(f"--timeout: expected a positive number of seconds, got {s.timeout}")
-    for name in ("backend", "scheduler", "sampler"):
+    for name in ("backend", "scheduler", "sampler", "fidelity"):
         allowed = RunSettings.__dataclass_fields__[name].metadata["choices"]
         if getattr(s, name) not in allowed:
             raise ConfigError(
@@ -119,6 +131,15 @@ def _check_values(s: RunSettings) -> None:
         )
     if s.download and not s.dataset.startswith("cifar"):
         raise ConfigError(f"--download: expected a cifar10/cifar100 dataset, got {s.dataset!r}")
+    if s.fidelity != "single" and s.rungs < 2:
+        raise ConfigError(
+            f"--rungs: expected at least 2 with --fidelity {s.fidelity}, got {s.rungs}"
+        )
+    if s.fidelity != "single" and s.scheduler != "none":
+        raise ConfigError(
+            f"--scheduler: expected none with --fidelity {s.fidelity} (it promotes by rungs "
+            f"itself), got {s.scheduler!r}"
+        )
     if s.backend == "ray":
         try:
             import ray  # noqa: F401
@@ -231,6 +252,8 @@ def resolve(settings: RunSettings) -> Plan:
         raise ConfigError(
             f"--subset: expected at most the {have} training images of {data.name}, got {s.subset}"
         )
+    levels = 1 if s.fidelity == "single" else s.rungs
+    rungs = Rungs(schedule, have, levels=levels, eta=s.eta, mode=s.fidelity)
     defaults = CPU_DEFAULTS if device.type == "cpu" else GPU_DEFAULTS
     trials = s.trials if s.trials is not None else int(defaults["trials"] or 0)
     timeout = s.timeout if s.timeout is not None else defaults["timeout"]
@@ -261,12 +284,17 @@ def resolve(settings: RunSettings) -> Plan:
                 "class_names": list(data.class_names) if data.class_names else None,
             },
             "schedule": dataclasses.asdict(schedule),
+            "rungs": [
+                {"rung": r, "epochs": rungs.schedule(r).epochs, "images": rungs.schedule(r).subset}
+                for r in range(levels)
+            ],
         },
         "versions": _versions(),
     }
     record = json.loads(json.dumps(record, default=str))  # plain YAML-safe types only
     plan = Plan(s, RunDir(root), budget, space, objectives, device, schedule, target, data)
     plan.trials, plan.timeout, plan.baselines, plan.record = trials, timeout, baselines, record
+    plan.rungs = rungs if levels > 1 else None
     return plan
 
 

@@ -134,7 +134,8 @@ class _StudySearcher(OptunaSearch):
             index = len(self.plan.baselines) - len(self.baselines)
             return self.driver.baseline(name, index)
         if self.driver.stop_reason() is not None:
-            return RUNNING if self.driver.waiting else Searcher.FINISHED
+            # trials in flight may still earn a promotion or need finalist seeds
+            return RUNNING if self.driver.waiting or self.running else Searcher.FINISHED
         got = self.driver.propose()
         return None if got == RUNNING else got
 

@@ -21,6 +21,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.storages import JournalStorage
@@ -193,17 +194,22 @@ def recover_interrupted(study: optuna.Study, *, requeue: bool = True) -> list[in
         study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
         study.tell(t.number, state=TrialState.FAIL)
         baseline = t.user_attrs.get("baseline")
-        if requeue and not baseline:
+        if requeue and not baseline and not planned(t.user_attrs):
             study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
         recovered.append(t.number)
     return recovered
 
 
+def planned(attrs: dict[str, Any]) -> bool:
+    """A promotion or a seed repeat: planned from the study (again after a crash), not sampled."""
+    return attrs.get("promoted_from") is not None or attrs.get("repeat_of") is not None
+
+
 def counted_trials(study: optuna.Study, *, include_running: bool = False) -> int:
     """Search trials that count towards ``--trials``: new candidates within budget that finished
     (trained, pruned or failed) and, optionally, running ones; over-budget candidates, repeats
-    of an architecture already evaluated, baselines and trials interrupted by a crash or Ctrl-C
-    do not count."""
+    of an architecture already evaluated, baselines, promotions to a higher rung, seed repeats
+    and trials interrupted by a crash or Ctrl-C do not count."""
     states = [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL]
     if include_running:
         states.append(TrialState.RUNNING)
@@ -211,6 +217,8 @@ def counted_trials(study: optuna.Study, *, include_running: bool = False) -> int
     for t in study.get_trials(deepcopy=False, states=tuple(states)):
         a = t.user_attrs
         if a.get("baseline") or a.get("interrupted") or a.get("reused_from") is not None:
+            continue
+        if planned(a):
             continue
         if t.state == TrialState.COMPLETE and not t.user_attrs.get("feasible"):
             continue
@@ -241,6 +249,11 @@ def to_record(t: FrozenTrial) -> TrialRecord:
         error=a.get("error") or "",
         total_params=a.get("total_params"),
         reused_from=a.get("reused_from"),
+        rung=int(a.get("rung", 0)),
+        fidelity=a.get("fidelity"),
+        seed=int(a.get("seed", 0)),
+        repeat_of=a.get("repeat_of"),
+        promoted_from=a.get("promoted_from"),
         weights=a.get("weights"),
         config=a.get("config"),
     )
