@@ -148,13 +148,15 @@ class ConsoleProgress(_ProgressBase):
             _out("No feasible trained candidate yet; nothing on the Pareto front.")
             return
         rows = []
-        for _, r in front.sort_values("proxy_accuracy", ascending=False).iterrows():
+        for _, r in front.sort_values("accuracy_mean", ascending=False).iterrows():
+            half = (r["accuracy_hi"] - r["accuracy_lo"]) / 2
             rows.append(
                 [
                     str(r["trial"]),
                     str(r["archid"]),
-                    f"{r['proxy_accuracy']:.3f}"
-                    + ("" if pd.isna(r.get("accuracy_se")) else f" ±{1.96 * r['accuracy_se']:.3f}"),
+                    f"{r['accuracy_mean']:.3f}"
+                    + ("" if pd.isna(half) else f" ±{half:.3f}")
+                    + ("" if pd.isna(r["seeds"]) or r["seeds"] < 2 else f" ({r['seeds']} seeds)"),
                     _m(r["params"]),
                     _m(r["macs"], 1e9, 3),
                     "-" if pd.isna(r.get("latency_ms")) else f"{r['latency_ms']:.1f}",
@@ -163,8 +165,8 @@ class ConsoleProgress(_ProgressBase):
                 ]
             )
         _out(
-            f"Pareto front ({len(rows)} of the run's trials; * = knee; accuracy ± 95% "
-            "interval of its validation split alone, seed noise not included):"
+            f"Pareto front ({len(rows)} of the run's designs; * = knee; accuracy: mean over "
+            "seeds ± 95% interval (one seed: validation noise alone, seed noise not included)):"
         )
         _out(
             _table(

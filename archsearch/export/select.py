@@ -143,7 +143,7 @@ def pick_front(
         )
     if knee:
         return [_make_pick(front[front["knee"]].iloc[0], run)]
-    acc = pd.to_numeric(front["proxy_accuracy"], errors="coerce")
+    acc = pd.to_numeric(front["accuracy_mean"], errors="coerce")
     ordered = front.assign(_acc=acc).sort_values(
         ["_acc", "trial"], ascending=[False, True], kind="stable"
     )

@@ -22,7 +22,7 @@ from .._logging import get_logger
 from ..cost.budget import Budget, parse_budget
 from ..errors import ArchsearchError, BudgetError
 from ..pareto import pareto_table, parse_objectives
-from ..records import TRIAL_COLUMNS, read_trials
+from ..records import TRIAL_COLUMNS, design_rows, read_trials
 from ..rundir import RunDir
 
 __all__ = [
@@ -43,6 +43,10 @@ SETTINGS = "run.yaml"
 DEFAULT_OBJECTIVES = ["accuracy", "macs"]
 #: Columns of ``pareto.csv`` after the choice columns, in order.
 PARETO_TAIL = [
+    "accuracy_mean",
+    "accuracy_lo",
+    "accuracy_hi",
+    "seeds",
     "proxy_accuracy",
     "accuracy_se",
     "params",
@@ -184,9 +188,9 @@ def load_run(run_dir: str | Path) -> RunData:
 
 
 def results(table: pd.DataFrame) -> pd.DataFrame:
-    """Rows that are results: complete, feasible and with a proxy accuracy."""
-    ok = (table["state"] == "COMPLETE") & table["feasible"].fillna(False).astype(bool)
-    return table[ok & table["proxy_accuracy"].notna()]
+    """Rows that are results: designs trained at the top rung (each with its seed mean; lower
+    rungs, seed repeats and repeats of an evaluated design are not)."""
+    return table[design_rows(table)]
 
 
 def designs(table: pd.DataFrame) -> pd.DataFrame:
@@ -200,7 +204,7 @@ def pareto_rows(data: RunData) -> pd.DataFrame:
     """The Pareto front (rank 0) as written to ``pareto.csv``, best accuracy first."""
     table = data.table
     front = table[table["pareto_rank"] == 0]
-    front = front.sort_values(["proxy_accuracy", "trial"], ascending=[False, True], kind="stable")
+    front = front.sort_values(["accuracy_mean", "trial"], ascending=[False, True], kind="stable")
     head = ["trial", "archid", "baseline"]
     return front[head + data.choices + PARETO_TAIL].reset_index(drop=True)
 
@@ -234,7 +238,7 @@ def dimensions(data: RunData) -> list[Dimension]:
             continue
         options = []
         for value in values:
-            accs = np.sort(pool.loc[taken.index[taken == value], "proxy_accuracy"].to_numpy(float))
+            accs = np.sort(pool.loc[taken.index[taken == value], "accuracy_mean"].to_numpy(float))
             options.append((option_label(value), accs))
         medians = [float(np.median(accs)) for _, accs in options]
         best = options[int(np.argmax(medians))][0]
@@ -294,7 +298,7 @@ def _as_optuna_trials(pool: pd.DataFrame, choices: list[str]) -> list[Any]:
             optuna.trial.create_trial(
                 params=params,
                 distributions={k: dists[k] for k in params},
-                value=float(row["proxy_accuracy"]),
+                value=float(row["accuracy_mean"]),
             )
         )
     return out

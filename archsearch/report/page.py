@@ -51,7 +51,7 @@ def fmt(column: str, value: Any) -> str:
         return "-"
     if column in ("params", "total_params", "macs"):
         return format_count(float(value))
-    if column in ("proxy_accuracy",):
+    if column in ("proxy_accuracy", "accuracy_mean"):
         return f"{float(value):.3f}"
     if column == "latency_ms":
         return f"{float(value):.2f} ms"
@@ -99,8 +99,12 @@ def seed_noise(run_dir: Any) -> float | None:
 
 
 def accuracy_interval(row: pd.Series, seed_sd: float | None) -> tuple[float, float, float]:
-    """``(accuracy, lo, hi)``: a 95% interval from the validation standard error and, when
-    the run is calibrated, the proxy's seed-to-seed spread."""
+    """``(accuracy, lo, hi)``: the design's mean over its seeds with its 95% interval when it was
+    trained with two or more seeds; for one seed, an interval from the validation standard
+    error and, when the run is calibrated, the proxy's seed-to-seed spread."""
+    seeds = row.get("seeds")
+    if seeds is not None and not pd.isna(seeds) and int(seeds) >= 2:
+        return float(row["accuracy_mean"]), float(row["accuracy_lo"]), float(row["accuracy_hi"])
     acc = float(row["proxy_accuracy"])
     se = row.get("accuracy_se")
     se = 0.0 if se is None or pd.isna(se) else float(se)
@@ -110,7 +114,9 @@ def accuracy_interval(row: pd.Series, seed_sd: float | None) -> tuple[float, flo
 
 def _acc(row: pd.Series, seed_sd: float | None) -> str:
     acc, lo, hi = accuracy_interval(row, seed_sd)
-    return f"{acc:.3f} ± {(hi - lo) / 2:.3f}"
+    seeds = row.get("seeds")
+    n = 1 if seeds is None or pd.isna(seeds) else int(seeds)
+    return f"{acc:.3f} ± {(hi - lo) / 2:.3f}" + (f" ({n} seeds)" if n > 1 else "")
 
 
 def summary_sentences(data: RunData) -> list[str]:
@@ -119,17 +125,24 @@ def summary_sentences(data: RunData) -> list[str]:
     table = data.table
     res = results(table)
     searched = res[res["baseline"] == ""].sort_values(
-        ["proxy_accuracy", "trial"], ascending=[False, True], kind="stable"
+        ["accuracy_mean", "trial"], ascending=[False, True], kind="stable"
     )
     seed_sd = seed_noise(data.run_dir)
+    seeded = res["seeds"].fillna(1).astype(int)
     out = [
         "Accuracies are given with a 95% interval: "
         + (
             f"validation noise and the proxy's seed-to-seed spread ({seed_sd:.3f}, measured "
-            "by archsearch calibrate)."
+            "by archsearch calibrate)"
             if seed_sd is not None
             else "validation noise only; the proxy's seed noise is not measured for this run "
-            "(archsearch calibrate measures it), so true intervals are wider."
+            "(archsearch calibrate measures it), so true intervals are wider"
+        )
+        + (
+            f"; designs retrained with several seeds ({int(seeded.max())} at most, "
+            "--final-seeds) show their seed mean with a t interval that includes both."
+            if (seeded > 1).any()
+            else "."
         )
     ]
     best = searched.iloc[0] if not searched.empty else None

@@ -97,7 +97,8 @@ def pareto_figure(
 
     Args:
         points: Result rows (feasible, trained) with ``trial``, ``baseline``,
-            ``proxy_accuracy`` and the cost column.
+            ``accuracy_mean`` (with ``accuracy_lo``/``accuracy_hi``: error bars of the front) and
+            the cost column.
         cost: The cost column (``macs``, ``params`` or ``latency_ms``).
         cost_label: Axis label for the cost.
         limit: The budget's limit on this cost, drawn as a vertical line.
@@ -106,11 +107,11 @@ def pareto_figure(
     Returns:
         The figure, or None when no row has both values.
     """
-    pts = points[points[cost].notna() & points["proxy_accuracy"].notna()]
+    pts = points[points[cost].notna() & points["accuracy_mean"].notna()]
     if pts.empty:
         return None
     x = pts[cost].to_numpy(float)
-    y = pts["proxy_accuracy"].to_numpy(float)
+    y = pts["accuracy_mean"].to_numpy(float)
     is_base = (pts["baseline"] != "").to_numpy()
     fig = _figure(6.0, 4.0)
     ax = fig.add_subplot()
@@ -118,11 +119,17 @@ def pareto_figure(
         x[~is_base], y[~is_base], s=18, color=_POINTS, alpha=0.55, label="feasible candidates"
     )
     ranked = pareto_table(pts, ["accuracy", cost], feasible_col=None)
-    best = ranked[ranked["pareto_rank"] == 0].sort_values([cost, "proxy_accuracy"])
+    best = ranked[ranked["pareto_rank"] == 0].sort_values([cost, "accuracy_mean"])
     fx = best[cost].to_numpy(float)
-    fy = best["proxy_accuracy"].to_numpy(float)
+    fy = best["accuracy_mean"].to_numpy(float)
     ax.step(fx, fy, where="post", color=_FRONT, lw=1.8, label="Pareto front")
-    ax.scatter(best[cost], best["proxy_accuracy"], s=26, color=_FRONT, zorder=3)
+    ax.scatter(best[cost], best["accuracy_mean"], s=26, color=_FRONT, zorder=3)
+    if "accuracy_lo" in best.columns:  # the front's 95% intervals
+        bars = best[best["accuracy_lo"].notna()]
+        mean = bars["accuracy_mean"].to_numpy(float)
+        low, high = bars["accuracy_lo"].to_numpy(float), bars["accuracy_hi"].to_numpy(float)
+        ax.errorbar(bars[cost].to_numpy(float), mean, yerr=[mean - low, high - mean], fmt="none",
+                    ecolor=_FRONT, elinewidth=1, capsize=2, zorder=3)  # fmt: skip
     if is_base.any():
         ax.scatter(
             x[is_base], y[is_base], s=42, marker="s", color=_BASELINE, zorder=4, label="baselines"
@@ -140,7 +147,7 @@ def pareto_figure(
     if not knee.empty:
         ax.scatter(
             knee[cost].iloc[:1],
-            knee["proxy_accuracy"].iloc[:1],
+            knee["accuracy_mean"].iloc[:1],
             s=170,
             marker="*",
             color="gold",
@@ -157,7 +164,7 @@ def pareto_figure(
         span.append(limit)
     _count_axis(ax, span, unit)
     ax.set_xlabel(cost_label)
-    ax.set_ylabel("proxy accuracy")
+    ax.set_ylabel("proxy accuracy (mean over seeds)")
     ax.set_title(f"Proxy accuracy vs {cost_label.split(' (')[0]}", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
