@@ -156,7 +156,7 @@ class CalibrationDriver(StudyDriver):
             finished = t.state == TrialState.COMPLETE or (
                 t.state == TrialState.FAIL and not a.get("interrupted")
             )
-            if finished or (t.state == TrialState.RUNNING and st.alive(a.get("owner"))):
+            if finished or (t.state == TrialState.RUNNING and st.is_live(t)):
                 done.add((a.get("archid"), a.get("tier"), a.get("seed")))
         return done
 

@@ -259,12 +259,13 @@ class StudyDriver:
                 continue
             if t.state == TrialState.COMPLETE:
                 return t
-            if t.state == TrialState.RUNNING and st.alive(a.get("owner")):
+            if t.state == TrialState.RUNNING and st.is_live(t):
                 running = True
         return RUNNING if running else None
 
     def _open(self, trial: optuna.Trial, cfg: ArchConfig, baseline: str = "") -> None:
         trial.set_user_attr("owner", st.owner())
+        trial.set_user_attr("heartbeat", time.time())
         trial.set_user_attr("archid", cfg.archid)
         trial.set_user_attr("config", cfg.to_json())
         if baseline:

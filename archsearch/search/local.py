@@ -61,10 +61,11 @@ def _train(driver: StudyDriver, trainer: Trainer, cand: Candidate, prune: bool) 
                 raise optuna.TrialPruned(f"pruned after epoch {epoch} at accuracy {acc:.4f}")
 
     try:
-        out = trainer.train(
-            cand.config, weights=driver.weights_path(cand), on_epoch=on_epoch,
-            seed_offset=cand.seed_offset, schedule=cand.schedule,
-        )  # fmt: skip
+        with st.Heartbeat(driver.study, lambda: [cand.trial]):
+            out = trainer.train(
+                cand.config, weights=driver.weights_path(cand), on_epoch=on_epoch,
+                seed_offset=cand.seed_offset, schedule=cand.schedule,
+            )  # fmt: skip
     except optuna.TrialPruned as e:
         driver.fail(cand, str(e), pruned=True)
     except CandidateOOMError as e:
@@ -144,6 +145,7 @@ def execute_local(
             if p.exitcode:
                 log.warning("worker process %s exited with code %s", p.pid, p.exitcode)
     if procs:  # the workers' last results may call for more promotions or finalists
+        st.recover_interrupted(study)  # a worker that died left its trial running
         _loop(drv, trainer, s.pruner)
     front = drv.write_table()
     if not worker:

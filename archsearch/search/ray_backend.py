@@ -334,7 +334,9 @@ def run_ray(
         saved = os.environ.get(_NEW_OUTPUT)
         os.environ[_NEW_OUTPUT] = "0"  # with verbose=0, Tune then prints nothing on the console
         try:
-            tuner.fit()
+            running = searcher.running
+            with st.Heartbeat(study, lambda: [c.trial for c in list(running.values())]):
+                tuner.fit()
         finally:
             left = searcher.abandon()
             if saved is None:

@@ -14,12 +14,14 @@ or ``optuna-dashboard DIR/study.journal``.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import socket
+import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,8 @@ __all__ = [
     "make_sampler",
     "make_pruner",
     "recover_interrupted",
+    "Heartbeat",
+    "is_live",
     "repair_journal",
     "counted_trials",
     "owner",
@@ -182,13 +186,59 @@ def alive(owner: str | None) -> bool:
     return True
 
 
+#: A running trial's worker records a heartbeat this often (seconds) ...
+HEARTBEAT_SECONDS = 15.0
+#: ... and a trial whose last heartbeat is older than this is taken for dead.
+GRACE_SECONDS = 120.0
+
+
+def is_live(t: FrozenTrial, now: float | None = None) -> bool:
+    """Whether a RUNNING trial is still being worked on: its owner process is not known to be
+    gone (it is on another host, or its process id on this host exists) and its heartbeat is
+    recent. The heartbeat catches what the process id cannot: a reused process id, or a new
+    host name after a container restart. A trial without a heartbeat (a run of an older
+    version) goes by its owner process alone."""
+    if not alive(t.user_attrs.get("owner")):
+        return False
+    beat = t.user_attrs.get("heartbeat")
+    return beat is None or (time.time() if now is None else now) - float(beat) < GRACE_SECONDS
+
+
+class Heartbeat:
+    """Records ``heartbeat`` (wall-clock seconds) on the trials ``trials()`` names, every
+    :data:`HEARTBEAT_SECONDS`, from a daemon thread, for as long as the ``with`` block runs."""
+
+    def __init__(self, study: optuna.Study, trials: Callable[[], Iterable[optuna.Trial]]) -> None:
+        self.study, self.trials = study, trials
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="archsearch-heartbeat", daemon=True)
+
+    def beat(self) -> None:
+        for trial in list(self.trials()):
+            with contextlib.suppress(RuntimeError, ValueError):  # it finished meanwhile
+                self.study._storage.set_trial_user_attr(trial._trial_id, "heartbeat", time.time())
+
+    def _run(self) -> None:
+        while not self.stop.wait(HEARTBEAT_SECONDS):
+            self.beat()
+
+    def __enter__(self) -> Heartbeat:
+        self.beat()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
 def recover_interrupted(study: optuna.Study, *, requeue: bool = True) -> list[int]:
-    """Fail trials left RUNNING by a dead process and (``requeue``) queue their parameters to
-    run again."""
+    """Fail trials left RUNNING by a dead worker (no heartbeat for :data:`GRACE_SECONDS`) and
+    (``requeue``) queue their parameters to run again."""
     recovered = []
+    now = time.time()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        who = t.user_attrs.get("owner")
-        if who == owner() or alive(who):
+        if is_live(t, now):
             continue
         study._storage.set_trial_user_attr(t._trial_id, "error", "interrupted")
         study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
