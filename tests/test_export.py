@@ -166,11 +166,11 @@ def test_exported_model_passes_timm_model_checks(run: Path, tmp_path: Path) -> N
     feats = model.forward_features(x)
     assert feats.shape[0] == 2
     pooled = model.forward_head(feats, pre_logits=True)
-    assert pooled.shape == (2, model.num_features)
+    assert pooled.shape == (2, model.head_hidden_size)
     assert model.forward_head(feats).shape == (2, 10)
 
     model.reset_classifier(0)
-    assert model(x).shape == (2, model.num_features)
+    assert model(x).shape == (2, model.head_hidden_size)
     model.reset_classifier(5)
     assert model(x).shape == (2, 5)
 

@@ -81,18 +81,24 @@ def _check_timm_interface(model: torch.nn.Module, x: torch.Tensor, classes: int)
     with torch.no_grad():
         feats = model.forward_features(x)
         pre = model.forward_head(feats, pre_logits=True)
-        assert pre.shape == (x.shape[0], model.num_features)
+        # head_hidden_size: what the classifier reads (LookupViT: two pooled token sets)
+        assert pre.shape == (x.shape[0], model.head_hidden_size)
         assert model.forward_head(feats).shape == (x.shape[0], classes)
         names = {n for n, _ in model.named_parameters()}
         assert model.no_weight_decay() <= names
         model.reset_classifier(0)
-        assert model(x).shape == (x.shape[0], model.num_features)
+        assert model(x).shape == (x.shape[0], model.head_hidden_size)
         model.reset_classifier(5)
         assert model(x).shape == (x.shape[0], 5)
-    if hasattr(model, "feature_info"):
-        assert len(model.feature_info) == len(model.config.stages)
-        assert [f["num_chs"] for f in model.feature_info] == [s.dim for s in model.config.stages]
-        assert feats.shape[1] == model.feature_info[-1]["num_chs"]
+    # num_features: the channels of forward_features' output; one feature_info entry per stage
+    # (hierarchical) or per block (columnar, as timm's ViT)
+    cfg = model.config
+    if cfg.macro == "hierarchical":
+        assert [f["num_chs"] for f in model.feature_info] == [s.dim for s in cfg.stages]
+        assert feats.shape[1] == model.num_features == model.feature_info[-1]["num_chs"]
+    else:
+        assert [f["num_chs"] for f in model.feature_info] == [cfg.stages[0].dim] * cfg.depth
+        assert feats.shape[-1] == model.num_features == cfg.stages[0].dim
 
 
 @pytest.mark.parametrize("name", sorted(TINY))

@@ -85,7 +85,7 @@ def _t2t_layer(t: int, cin: int, dim: int, performer: bool) -> Estimate:
     if performer:
         m = dim // 2
         e.merge(linear(t, cin, 3 * dim))
-        e.add(params=m * dim, macs=2 * t * dim * m + t * m + 2 * t * m * dim)
+        e.add(macs=2 * t * dim * m + t * m + 2 * t * m * dim)  # random features: a buffer
     else:
         e.merge(linear(t, cin, 3 * dim, bias=False)).add(macs=2 * t * t * dim)
     e.merge(linear(t, dim, dim)).merge(norm(t, dim))
@@ -165,7 +165,7 @@ def estimate(
     pos_side = side
     if pos_embed_size is not None and pos_embed_size != img_size:
         _, pos_side = tokenizer_estimate(config.tokenizer, pos_embed_size, in_chans, d)
-    if config.pos_embed != "none":
+    if config.pos_embed == "learned":  # sin-cos position embeddings are a buffer
         total.add(params=(extra + pos_side * pos_side) * d)
     total.add(params=extra * d)
     blocks = Estimate()

@@ -102,13 +102,21 @@ def model_args(p: Pick, proxy: ProxyInfo) -> dict[str, Any]:
     }
 
 
-def timm_model(model_args: dict[str, Any]) -> nn.Module:
+def timm_model(model_args: dict[str, Any], proxy: ProxyInfo | None = None) -> nn.Module:
+    """The architecture through timm's registry; with ``proxy``, its pretrained config describes
+    the proxy input (so timm keeps the ``pool_size`` archsearch computes for that input)."""
     import timm
 
     from .. import models  # noqa: F401  (registers archsearch_net)
 
+    overlay = None
+    if proxy is not None:
+        size = (proxy.in_chans, proxy.img_size, proxy.img_size)
+        overlay = {"input_size": size, "mean": tuple(proxy.mean), "std": tuple(proxy.std)}
     with own_rng():
-        model = timm.create_model(ARCHITECTURE, pretrained=False, **model_args)
+        model = timm.create_model(
+            ARCHITECTURE, pretrained=False, pretrained_cfg_overlay=overlay, **model_args
+        )
     return model.eval()
 
 

@@ -22,41 +22,17 @@ from .select import one_line
 log = get_logger("export")
 
 
-def _first_conv(model: nn.Module, proxy: ProxyInfo) -> str | None:
-    """Name of the convolution that reads the image (for timm's in_chans adaptation), if any."""
-    order: list[tuple[str, nn.Module]] = []
-    hooks = [
-        m.register_forward_pre_hook(lambda mod, args, name=name: order.append((name, mod)))
-        for name, m in model.named_modules()
-        if isinstance(m, (nn.Conv2d, nn.Linear))
-    ]
-    try:
-        x = torch.zeros(1, proxy.in_chans, proxy.img_size, proxy.img_size)
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    if not order:
-        return None
-    name, mod = order[0]
-    if isinstance(mod, nn.Conv2d) and mod.in_channels == proxy.in_chans and mod.groups == 1:
-        return name
-    return None
-
-
-def _classifier(model: nn.Module) -> str | list[str]:
-    """Name(s) of the Linear layer(s) timm drops when loading with another num_classes."""
-    get = getattr(model, "get_classifier", None)
-    head = get() if callable(get) else None
-    names = {id(m): n for n, m in model.named_modules()}
-    prefix = names.get(id(head), "head") if head is not None else "head"
-    found = [
-        n
-        for n, m in model.named_modules()
-        if isinstance(m, nn.Linear) and (n == prefix or n.startswith(prefix + "."))
-    ]
-    return found[0] if len(found) == 1 else (found or prefix)
+def _timm_fields(model: nn.Module) -> dict[str, Any]:
+    """The architecture's own ``first_conv``, ``classifier`` and ``pool_size`` (at the proxy
+    input), set in the model's pretrained config by archsearch's timm entry point."""
+    pc = getattr(model, "pretrained_cfg", None) or {}
+    classifier = pc.get("classifier", "head")
+    pool = pc.get("pool_size")
+    return {
+        "pool_size": list(pool) if pool is not None else None,
+        "first_conv": pc.get("first_conv"),
+        "classifier": list(classifier) if isinstance(classifier, (list, tuple)) else classifier,
+    }
 
 
 def _config_json(
@@ -85,9 +61,7 @@ def _config_json(
         "mean": proxy.mean,
         "std": proxy.std,
         "num_classes": proxy.num_classes,
-        "pool_size": None,
-        "first_conv": _first_conv(model, proxy),
-        "classifier": _classifier(model),
+        **_timm_fields(model),
         "description": (
             f"archsearch architecture {p.archid} (trial {p.trial}), "
             + (f"retrained {epochs} epochs" if epochs else "proxy-trained")
@@ -176,7 +150,7 @@ def write_folder(
     model.safetensors), check it loads through timm, then publish it."""
     import timm.models
 
-    model = timm_model(model_args(p, proxy))
+    model = timm_model(model_args(p, proxy), proxy)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
@@ -190,12 +164,6 @@ def write_folder(
     try:
         overrides = {k: v for k, v in cfg.items() if k not in ("architecture", "model_args")}
         pc = cfg["pretrained_cfg"]
-        # timm reads the input stem from the model's traits (set from the registry default at
-        # construction); the export knows the real one, found by tracing the model
-        model.__dict__["_traits"] = {
-            **getattr(model, "_traits", {}),
-            "first_conv": pc["first_conv"],
-        }
         data_cfg = {k: pc[k] for k in ("input_size", "mean", "std", "crop_pct", "interpolation")}
         timm.models.save_for_hf(
             model, str(tmp), model_config=overrides, model_args=cfg["model_args"],

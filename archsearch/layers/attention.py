@@ -4,9 +4,11 @@ Also home of the switch for the layers' fast paths (like timm's ``set_fused_attn
 whose direct formulation runs many small or badly supported CPU kernels (CSA, RASA, the
 conv-MLP) compute the same function by fewer, larger kernels while training, and in eval mode
 inside :func:`fast_paths_in_eval` (the proxy's validation). The direct formulation stays the
-reference: it runs in eval mode otherwise and whenever the model is traced, so counting (fvcore
-traces) and latency always see the documented operators. ``ARCHSEARCH_FAST_PATHS=0`` in the
-environment, or :func:`set_fast_paths`, turns the fast paths off.
+reference: it runs in eval mode otherwise and whenever the model is traced (``torch.jit.trace``
+for fvcore's counts, ``torch.fx`` symbolic tracing for timm's feature extraction), so counting and
+latency always see the documented operators and FX graphs hold no shape-dependent branch.
+``ARCHSEARCH_FAST_PATHS=0`` in the environment, or :func:`set_fast_paths`, turns the fast paths
+off.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ __all__ = [
     "set_fast_paths",
     "fast_paths_in_eval",
     "use_fast_path",
+    "is_fx_tracing",
 ]
 
 _FAST_PATHS = os.environ.get("ARCHSEARCH_FAST_PATHS", "1").strip().lower() not in ("0", "false")
@@ -58,11 +61,18 @@ def fast_paths_in_eval() -> Iterator[None]:
         _FAST_IN_EVAL.reset(token)
 
 
+def is_fx_tracing() -> bool:
+    """Whether a ``torch.fx`` symbolic trace is being recorded (not torch.export / compile)."""
+    fx = torch.fx._symbolic_trace
+    check = getattr(fx, "is_fx_symbolic_tracing", None)
+    return bool(check()) if check is not None else bool(fx._get_is_fx_tracing())
+
+
 def use_fast_path(module: nn.Module) -> bool:
     """Whether ``module`` should take its fast path now: fast paths are on, the module is
     training (or in eval mode inside :func:`fast_paths_in_eval`) and no ``torch.jit`` trace
-    (a count) is being recorded."""
-    if not _FAST_PATHS or torch.jit.is_tracing():
+    (a count) or ``torch.fx`` symbolic trace is being recorded."""
+    if not _FAST_PATHS or torch.jit.is_tracing() or is_fx_tracing():
         return False
     return module.training or _FAST_IN_EVAL.get()
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
+from timm.layers import register_notrace_function, resample_abs_pos_embed
 from torch import nn
 
 __all__ = ["PatchEmbed", "OverlapPatchEmbed", "ConvStem", "sincos_1d", "resize_pos_embed"]
@@ -74,15 +74,23 @@ def sincos_1d(n_positions: int, dim: int) -> torch.Tensor:
     return table.float().unsqueeze(0)
 
 
+@torch.fx.wrap
+@register_notrace_function
 def resize_pos_embed(
     pos: torch.Tensor, prefix: int, old_hw: tuple[int, int], new_hw: tuple[int, int]
 ) -> torch.Tensor:
-    """Bicubic resize of the grid part of ``(1, prefix + h*w, D)``; prefix tokens kept."""
-    if old_hw == new_hw:
-        return pos
-    head, grid = pos[:, :prefix], pos[:, prefix:]
-    d = grid.shape[-1]
-    grid = grid.reshape(1, *old_hw, d).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid, size=new_hw, mode="bicubic", align_corners=False)
-    grid = grid.permute(0, 2, 3, 1).reshape(1, new_hw[0] * new_hw[1], d)
-    return torch.cat([head, grid], dim=1)
+    """Bicubic resize of the grid part of ``(1, prefix + h*w, D)``; prefix tokens kept.
+
+    timm's :func:`~timm.layers.resample_abs_pos_embed` without anti-aliasing (so a model loaded
+    at another size through timm's checkpoint filter computes exactly what the model built at the
+    original size computes on those inputs). A leaf of ``torch.fx`` graphs: whether to resize
+    depends on the input size.
+    """
+    return resample_abs_pos_embed(
+        pos,
+        new_size=[new_hw[0], new_hw[1]],
+        old_size=[old_hw[0], old_hw[1]],
+        num_prefix_tokens=prefix,
+        interpolation="bicubic",
+        antialias=False,
+    )

@@ -25,6 +25,7 @@ import functools
 
 import torch
 import torch.nn.functional as F
+from timm.layers import register_notrace_function
 from torch import nn
 
 from .attention import merge_heads, split_heads, use_fast_path
@@ -93,6 +94,8 @@ def patch_linear(x: torch.Tensor, hw: tuple[int, int], conv: nn.Conv2d) -> torch
     return F.linear(patches, weight, conv.bias)
 
 
+@torch.fx.wrap
+@register_notrace_function
 def dilated_depthwise_taps(x: torch.Tensor, weight: torch.Tensor, dilation: int) -> torch.Tensor:
     """Depthwise 3x3 convolution with ``padding = dilation``, computed as a sum of 9 shifted,
     per-channel-scaled copies of ``x``; taps that fall entirely into the zero padding are skipped.
@@ -100,7 +103,8 @@ def dilated_depthwise_taps(x: torch.Tensor, weight: torch.Tensor, dilation: int)
     Identical to ``F.conv2d(x, weight, padding=d, dilation=d, groups=C)``, but much faster in
     training on small maps, where PyTorch's CPU dilated depthwise kernels (and their backward)
     cost milliseconds per call. Used in training mode only, so that counting (eval mode) still
-    sees the convolution and counts its MACs.
+    sees the convolution and counts its MACs. A leaf of ``torch.fx`` graphs (its taps depend on
+    the map size), as timm marks its own shape-dependent helpers.
     """
     h, w = x.shape[-2:]
     d = dilation

@@ -16,7 +16,11 @@ __all__ = [
     "make_mixer",
     "make_tokenizer",
     "token_grid",
+    "token_stride",
+    "listed_indices",
     "init_weights",
+    "pool_map",
+    "pool_tokens",
     "DualHead",
     "TimmHeadMixin",
 ]
@@ -66,6 +70,49 @@ def token_grid(tok: TokenizerConfig, img_size: int) -> int:
     return n
 
 
+def token_stride(tok: TokenizerConfig) -> int:
+    """Pixels per token side of a tokenizer (timm's feature ``reduction``)."""
+    if tok.kind.startswith("t2t"):
+        stride = 1
+        for _, s, _ in T2T_SPLITS:
+            stride *= s
+        return stride
+    if tok.kind == "conv_stem":
+        return 2 ** max(1, tok.patch_size.bit_length() - 1)
+    return tok.patch_size
+
+
+def listed_indices(indices: int | list[int] | tuple[int, ...] | None) -> int | list[int] | None:
+    """timm's feature indices as ``feature_take_indices`` types them (tuples as lists)."""
+    return list(indices) if isinstance(indices, tuple) else indices
+
+
+def pool_map(x: torch.Tensor, pool: str) -> torch.Tensor:
+    """timm's global pooling of an NCHW map: ``avg``, ``max``, ``avgmax`` or ``""`` (none)."""
+    if pool == "avg":
+        return x.mean(dim=(2, 3))
+    if pool == "max":
+        return x.amax(dim=(2, 3))
+    if pool == "avgmax":
+        return 0.5 * (x.mean(dim=(2, 3)) + x.amax(dim=(2, 3)))
+    return x
+
+
+def pool_tokens(x: torch.Tensor, pool: str, prefix: int = 0) -> torch.Tensor:
+    """timm's global pooling of tokens ``(B, N, C)``: ``token`` (the first, the class token),
+    ``avg``, ``max``, ``avgmax`` over the non-prefix tokens, or ``""`` (none)."""
+    if pool == "token":
+        return x[:, 0]
+    if pool == "":
+        return x
+    x = x[:, prefix:] if prefix else x
+    if pool == "avg":
+        return x.mean(dim=1)
+    if pool == "max":
+        return x.amax(dim=1)
+    return 0.5 * (x.mean(dim=1) + x.amax(dim=1))
+
+
 @torch.no_grad()
 def init_weights(module: nn.Module) -> None:
     """timm-style init: truncated normal (std 0.02) for Linear weights, zero biases."""
@@ -96,12 +143,18 @@ class DualHead(nn.Module):
 
 
 class TimmHeadMixin:
-    """timm's classifier interface for models that build their head with ``_make_head``."""
+    """timm's classifier interface for models that build their head with ``_make_head``.
+
+    ``num_features`` is the channel width of :meth:`forward_features`' output and
+    ``head_hidden_size`` the width the classifier reads (the pooled ``pre_logits``); they differ
+    only for LookupViT, whose two heads read the lookup and the compressed tokens pooled apart.
+    """
 
     num_classes: int
     global_pool: str
     head: nn.Module
     _make_head: Callable[[int], nn.Module]  # defined by every model class
+    _check_pool: Callable[[str, int], str]  # defined by every model class
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
@@ -113,8 +166,12 @@ class TimmHeadMixin:
         return self.head
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace the classifier (``num_classes = 0``: none) and optionally the pooling."""
+        pool = self._check_pool(
+            self.global_pool if global_pool is None else global_pool, num_classes
+        )
         self.num_classes = num_classes
-        if global_pool is not None:
-            self.global_pool = global_pool
-        device = next(self.parameters()).device  # type: ignore[attr-defined]
-        self.head = self._make_head(num_classes).to(device)
+        self.global_pool = pool
+        ref = next(self.parameters(), None)  # type: ignore[attr-defined]
+        head = self._make_head(num_classes)
+        self.head = head.to(ref.device) if ref is not None else head

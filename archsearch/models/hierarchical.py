@@ -2,7 +2,13 @@
 
 Stage 1 is opened by the tokenizer (LVT: conv 7x7 stride 4 + LayerNorm), later stages by a 3x3
 stride-2 overlapping patch embedding. No position embedding. Each stage ends with a LayerNorm and
-returns an NCHW map; the head average-pools the last map and applies a Linear classifier.
+returns an NCHW map; the head pools the last map (``global_pool``: ``avg`` by default, ``max``,
+``avgmax`` or ``""`` for none) and applies a Linear classifier.
+
+timm interface: ``feature_info`` (one entry per stage), ``forward_intermediates`` and
+``prune_intermediate_layers`` with timm's arguments, ``features_only=True`` (timm's hook-based
+``FeatureListNet`` by default; ``feature_cls="getter"`` and ``"fx"`` work too), gradient
+checkpointing.
 """
 
 from __future__ import annotations
@@ -11,14 +17,26 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from timm.models._features import feature_take_indices
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..config import ArchConfig
 from ..layers import Block, OverlapPatchEmbed
-from ._common import TimmHeadMixin, init_weights, make_mixer, make_tokenizer
+from ._common import (
+    TimmHeadMixin,
+    init_weights,
+    listed_indices,
+    make_mixer,
+    make_tokenizer,
+    pool_map,
+    token_stride,
+)
 
-__all__ = ["HierarchicalNet"]
+__all__ = ["HierarchicalNet", "POOLS"]
+
+#: ``global_pool`` values of hierarchical models.
+POOLS = ("", "avg", "max", "avgmax")
 
 
 class Stage(nn.Module):
@@ -37,7 +55,7 @@ class Stage(nn.Module):
             else:
                 x = blk(x, hw)
         x = self.norm(x)
-        return x.transpose(1, 2).reshape(x.shape[0], -1, *hw)
+        return x.transpose(1, 2).reshape(x.shape[0], -1, hw[0], hw[1])
 
 
 class HierarchicalNet(TimmHeadMixin, nn.Module):
@@ -58,12 +76,12 @@ class HierarchicalNet(TimmHeadMixin, nn.Module):
         self.config = config
         self.num_classes = num_classes
         self.in_chans = in_chans
-        self.global_pool = global_pool
+        self.global_pool = self._check_pool(global_pool, num_classes)
         dpr_max = config.drop_path_rate if drop_path_rate is None else drop_path_rate
         total = config.depth
         stages: list[nn.Module] = []
         self.feature_info: list[dict[str, Any]] = []
-        prev, reduction, index = in_chans, config.tokenizer.patch_size, 0
+        prev, reduction, index = in_chans, token_stride(config.tokenizer), 0
         for i, s in enumerate(config.stages):
             if i == 0:
                 embed = make_tokenizer(config.tokenizer, in_chans, s.dim)
@@ -95,6 +113,12 @@ class HierarchicalNet(TimmHeadMixin, nn.Module):
         self.apply(init_weights)
 
     # ---------------------------------------------------------------- timm interface
+    @staticmethod
+    def _check_pool(pool: str, num_classes: int) -> str:
+        if pool not in POOLS:
+            raise ValueError(f"global_pool: expected one of {list(POOLS)}, got {pool!r}")
+        return pool
+
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         for stage in self.stages:
@@ -107,19 +131,67 @@ class HierarchicalNet(TimmHeadMixin, nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(x)
 
-    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """NCHW feature map of every stage (for dense-prediction users)."""
-        feats = []
-        for stage in self.stages:
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | tuple[int, ...] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Forward returning the feature maps of the chosen stages (timm's contract).
+
+        Args:
+            x: input images ``(B, C, H, W)``.
+            indices: the last ``n`` stages if an int, all if None, else these stage indices
+                (negative counts from the end).
+            norm: accepted for timm compatibility; every stage output is already normalised by
+                its stage's LayerNorm.
+            stop_early: stop after the last requested stage (the final features are then that
+                stage's output).
+            output_fmt: ``NCHW`` or ``NHWC``.
+            intermediates_only: return only the intermediates.
+
+        Returns:
+            ``(final features, intermediates)``, or the intermediates alone.
+        """
+        if output_fmt not in ("NCHW", "NHWC"):
+            raise ValueError(f"output_fmt: expected 'NCHW' or 'NHWC', got {output_fmt!r}")
+        take, max_index = feature_take_indices(len(self.stages), listed_indices(indices))
+        stages = self.stages[: max_index + 1] if stop_early else self.stages
+        intermediates = []
+        for i, stage in enumerate(stages):
             x = stage(x)
-            feats.append(x)
-        return feats
+            if i in take:
+                intermediates.append(x if output_fmt == "NCHW" else x.permute(0, 2, 3, 1))
+        if intermediates_only:
+            return intermediates
+        return x, intermediates
+
+    def prune_intermediate_layers(
+        self,
+        indices: int | list[int] | tuple[int, ...] = 1,
+        prune_norm: bool = False,
+        prune_head: bool = True,
+    ) -> list[int]:
+        """Drop the stages after the last of ``indices`` (and the head); return the indices."""
+        take, max_index = feature_take_indices(len(self.stages), listed_indices(indices))
+        prune_end = max_index < len(self.stages) - 1
+        self.stages = self.stages[: max_index + 1]
+        if prune_end:  # the head was sized for the last stage
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
+        if prune_head or prune_end:
+            self.reset_classifier(0, "")
+        return take
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if self.global_pool == "avg":
-            x = x.mean(dim=(2, 3))
-        x = self.head_drop(x)
-        return x if pre_logits else self.head(x)
+        x = self.head_drop(pool_map(x, self.global_pool))
+        if pre_logits:
+            return x
+        if not self.global_pool:  # no pooling: per-position logits, NCHW
+            return self.head(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

@@ -22,6 +22,11 @@ pvt_tiny_acmix    PVT-Tiny layout (64/128/320/512, depths 2, heads 1/2/5/8, MLP 
 counterpart; ``pvt_tiny_acmix`` is compared with ACmix's PVT-T + ACmix (13M / 2.0G), whose PVT
 v1 base uses non-overlapping patch embeddings and learned position embeddings, so a deviation of
 a few percent is expected there.
+
+Every registered model's pretrained config names its own ``first_conv``, ``classifier`` (two for
+LookupViT) and ``pool_size`` (:mod:`archsearch.models._timm`), and weights load through a filter
+that resamples a columnar position embedding to another ``img_size`` (see docs/timm.md for the
+whole timm interface and what the conformance test checks).
 """
 
 from __future__ import annotations
@@ -29,11 +34,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import (
+    build_model_with_cfg,
+    generate_default_cfgs,
+    register_model,
+    resolve_pretrained_cfg,
+)
 from torch import nn
 
 from ..config import ArchConfig, CBConfig, StageConfig, TokenizerConfig
 from ..errors import ConfigError
+from ._timm import cfg_fields, checkpoint_filter_fn
 from .builder import build_model, check_input_size
 from .columnar import ColumnarNet
 from .hierarchical import HierarchicalNet
@@ -174,39 +185,68 @@ def create_reference(name: str, **kwargs: Any) -> nn.Module:
 
 
 # ---------------------------------------------------------------------------- timm registry
-def _cfg(**kwargs: Any) -> dict[str, Any]:
+def _cfg(config: ArchConfig | None = None, **kwargs: Any) -> dict[str, Any]:
+    fields = (
+        cfg_fields(config, 224)
+        if config is not None
+        else {"first_conv": "patch_embed.proj", "classifier": "head", "pool_size": None}
+    )
     return {
         "num_classes": 1000,
         "input_size": (3, 224, 224),
-        "pool_size": None,
         "crop_pct": 0.9,
         "interpolation": "bicubic",
         "mean": (0.485, 0.456, 0.406),
         "std": (0.229, 0.224, 0.225),
-        "first_conv": "",
-        "classifier": "head",
         "license": "apache-2.0",
+        **fields,
         **kwargs,
     }
 
 
+# archsearch_net's entries depend on its ``arch``: set per model by ``_create``.
 default_cfgs = generate_default_cfgs(
-    {f"{n}.untrained": _cfg() for n in [*_CONFIGS, "archsearch_net"]}
+    {
+        **{f"{n}.untrained": _cfg(reference_config(n)) for n in _CONFIGS},
+        "archsearch_net.untrained": _cfg(),
+    }
 )
+
+
+def _side(img_size: Any) -> Any:
+    """timm passes sizes as ints or (H, W); archsearch models take square ints."""
+    if isinstance(img_size, (tuple, list)) and len(img_size) == 2 and img_size[0] == img_size[1]:
+        return img_size[0]
+    return img_size
 
 
 def _create(variant: str, config: ArchConfig, pretrained: bool, **kwargs: Any) -> nn.Module:
     cls = HierarchicalNet if config.macro == "hierarchical" else ColumnarNet
-    img_size = kwargs.pop("img_size", 224)
+    img_size = _side(kwargs.pop("img_size", 224))
     check_input_size(config, img_size)
-    feature_cfg = None
+    # the architecture's own first_conv / classifier / pool_size, over the registry's (or an
+    # exported folder's) pretrained config, under any overlay the caller gives
+    given = kwargs.pop("pretrained_cfg", None)
+    overlay = kwargs.pop("pretrained_cfg_overlay", None) or {}
+    base = resolve_pretrained_cfg(variant, pretrained_cfg=given, pretrained_cfg_overlay=overlay)
+    side = _side(tuple((base.input_size or (3, img_size, img_size))[-2:]))
+    fields = cfg_fields(config, side if isinstance(side, int) else img_size)
     if config.macro == "hierarchical":
-        out = tuple(range(len(config.stages)))
+        out: Any = tuple(range(len(config.stages)))
         feature_cfg = {"out_indices": out, "flatten_sequential": True}
     else:
         kwargs["img_size"] = img_size
+        feature_cfg = {"out_indices": min(3, config.depth), "feature_cls": "getter"}
     return build_model_with_cfg(
-        cls, variant, pretrained, config=config, feature_cfg=feature_cfg, **kwargs
+        cls,
+        variant,
+        pretrained,
+        pretrained_cfg=given,
+        pretrained_cfg_overlay={**fields, **overlay},
+        config=config,
+        feature_cfg=feature_cfg,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        **kwargs,
     )
 
 
