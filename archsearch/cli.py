@@ -190,6 +190,25 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_insights(args: argparse.Namespace) -> int:
+    from .insights import analyse, to_json, write_insights
+    from .insights import text as t
+
+    analysis = analyse(args.run_dir)
+    path = write_insights(args.run_dir, analysis)
+    if args.format == "json":
+        _out(to_json(analysis).rstrip())
+        return 0
+    _out(t.headline(analysis))
+    _out(t.table(t.claim_rows(analysis), t.CLAIM_HEADER))
+    for line in t.reasons(analysis) + analysis["notes"]:
+        _out(f"  - {line}")
+    _out("")
+    _out(t.table(t.dimension_rows(analysis), t.DIMENSION_HEADER))
+    _out(f"insights: {path}")
+    return 0
+
+
 # ---------------------------------------------------------------------------- parser
 def _version() -> str:
     from . import __version__
@@ -270,6 +289,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("run_dir", metavar="RUN_DIR")
     rep.set_defaults(func=cmd_report)
+
+    ins = sub.add_parser(
+        "insights",
+        help="what the run says about the papers' claims and every design dimension",
+        description="Estimate each paper claim's effect and every option's effect on accuracy "
+        "(and MACs) with 95%% intervals: matched pairs where the run has them, otherwise a "
+        "regression on every choice with a bootstrap over designs; seed noise included. "
+        "Writes insights.json into the run folder.",
+    )
+    ins.add_argument("run_dir", metavar="RUN_DIR")
+    ins.add_argument("--format", choices=["table", "json"], default="table")
+    ins.set_defaults(func=cmd_insights)
 
     ex = sub.add_parser(
         "export",

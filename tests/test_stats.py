@@ -119,6 +119,32 @@ def test_bootstrap_ci_pairs_rows_and_skips_degenerate_resamples() -> None:
         bootstrap_ci(kendall_tau_b, x, x[:5])
 
 
+def test_bootstrap_ci_vectorized_draws_the_same_resamples() -> None:
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=25), rng.normal(size=25)
+
+    def slope(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.polyfit(a, b, 1)[0]) if np.ptp(a) > 0 else math.nan
+
+    def slopes(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # a, b: (n_boot, n)
+        ac, bc = a - a.mean(1, keepdims=True), b - b.mean(1, keepdims=True)
+        return (ac * bc).sum(1) / (ac * ac).sum(1)
+
+    loop = bootstrap_ci(slope, x, y, n_boot=300, seed=5)
+    stacked = bootstrap_ci(slopes, x, y, n_boot=300, seed=5, vectorized=True)
+    np.testing.assert_allclose(stacked, loop, rtol=1e-9)
+
+    # Non-finite statistics are skipped alike.
+    def first_positive(a: np.ndarray) -> np.ndarray:
+        return np.where(a[..., 0] > 0, a.mean(-1), np.nan)
+
+    def one(a: np.ndarray) -> float:
+        return float(first_positive(a))
+
+    vec = bootstrap_ci(first_positive, x, n_boot=200, seed=1, vectorized=True)
+    np.testing.assert_allclose(vec, bootstrap_ci(one, x, n_boot=200, seed=1), rtol=1e-12)
+
+
 def test_top_k_overlap() -> None:
     ref = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
     assert top_k_overlap(ref, ref, k=3) == 3

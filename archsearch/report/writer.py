@@ -120,6 +120,7 @@ def write_report(run_dir: str | Path) -> dict[str, Any]:
     sections = []
     if (out / "calibration.csv").is_file():
         sections.append(_calibration_section(out, notes))
+    sections.append(_insights_section(data, notes))
     page = render(data, front=front, dims=dims, figures=shown, notes=notes, sections=sections)
     html_path = out / "report.html"
     write_atomic(html_path, page.encode("utf-8"))
@@ -144,3 +145,18 @@ def _calibration_section(out: Path, notes: list[str]) -> str:
         return ""
     src = "data:image/png;base64," + base64.b64encode(scatter_png(df, analysis)).decode()
     return html_section(analysis, src)
+
+
+def _insights_section(data: Any, notes: list[str]) -> str:
+    """The design-insights section; also writes ``insights.json`` (see ``archsearch insights``)."""
+    from ..errors import ArchsearchError
+    from ..insights import analyse, write_insights
+    from .insights import html_section
+
+    try:
+        analysis = analyse(data)
+        write_insights(data.run_dir, analysis)
+    except ArchsearchError as e:
+        notes.append(f"Design insights not shown: {e}")
+        return ""
+    return html_section(analysis)
