@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.samplers._base import _CONSTRAINTS_KEY
 from optuna.trial import FrozenTrial, TrialState
 
 from .._logging import get_logger
@@ -28,7 +29,7 @@ from ..rundir import write_atomic
 from ..train.candidate import TrainOutcome
 from ..train.proxy import ProxySchedule
 from . import study as st
-from .fidelity import Result, bracket_of, promotion
+from .fidelity import bracket_of, next_promotion, next_seed
 from .plan import OBJECTIVES, Plan
 
 __all__ = ["Candidate", "Progress", "StudyDriver", "describe"]
@@ -193,58 +194,21 @@ class StudyDriver:
     def _job(self) -> tuple[Any, ...] | None:
         """What to do next: ``("promote", source, attrs)``, ``("sample",)``,
         ``("final", source, attrs)`` or None (nothing now)."""
+        trials = self.study.get_trials(deepcopy=False)
         if self._sampling_stop() != "timeout":
-            up = self._promotion()
+            up = next_promotion(trials, self.rungs, self.directions)
             if up is not None:
-                return up
+                return ("promote", *up)
         if self._sampling_stop() is None:
             return ("sample",)
-        return self._finalist()
-
-    def _promotion(self) -> tuple[Any, ...] | None:
-        if self.rungs.levels < 2:
+        if self.plan.settings.final_seeds < 2:
             return None
-        trials = self.study.get_trials(deepcopy=False)
-        results, moved_up = [], set()
-        for t in trials:
-            a = t.user_attrs
-            if a.get("repeat_of") is not None or a.get("reused_from") is not None:
-                continue
-            if t.state == TrialState.FAIL and a.get("interrupted"):
-                continue
-            rung = int(a.get("rung", 0))
-            moved_up.add(f"{a.get('archid')}@{rung + 1}")
-            if t.state == TrialState.COMPLETE and a.get("feasible") and rung > 0 and t.values:
-                bracket = int(a.get("bracket", 0))
-                results.append(Result(t.number, a["archid"], bracket, rung, tuple(t.values)))
-        up = promotion(results, moved_up, self.rungs.eta, self.directions)
-        if up is None:
-            return None
-        attrs = {"promoted_from": up.trial, "rung": up.rung - 1, "bracket": up.bracket, "seed": 0}
-        return ("promote", trials[up.trial], attrs)
-
-    def _finalist(self) -> tuple[Any, ...] | None:
-        """The next seed repeat a front design or a baseline lacks (``--final-seeds``)."""
-        want = self.plan.settings.final_seeds
-        if want < 2:
-            return None
-        trials = self.study.get_trials(deepcopy=False)
         table = trials_frame([st.to_record(t) for t in trials])
         front = set(pareto_front(table, self.plan.objectives)["trial"])
         pool = table[design_rows(table)]
         pool = pool[pool["trial"].isin(front) | (pool["baseline"] != "")]
-        have: dict[int, set[int]] = {}
-        for t in trials:
-            a = t.user_attrs
-            if a.get("repeat_of") is None or (t.state == TrialState.FAIL and a.get("interrupted")):
-                continue
-            have.setdefault(int(a["repeat_of"]), set()).add(int(a.get("seed", 0)))
-        for number in sorted(int(n) for n in pool["trial"]):
-            missing = [k for k in range(1, want) if k not in have.get(number, set())]
-            if missing:
-                attrs = {"repeat_of": number, "rung": 0, "bracket": 0, "seed": missing[0]}
-                return ("final", trials[number], attrs)
-        return None
+        final = next_seed(trials, [int(n) for n in pool["trial"]], self.plan.settings.final_seeds)
+        return None if final is None else ("final", *final)
 
     def earlier(self, archid: str, number: int) -> FrozenTrial | str | None:
         """The finished, trained trial of the same architecture (at any rung, its own seed);
@@ -268,6 +232,7 @@ class StudyDriver:
         trial.set_user_attr("heartbeat", time.time())
         trial.set_user_attr("archid", cfg.archid)
         trial.set_user_attr("config", cfg.to_json())
+        trial.set_user_attr("notation", describe(cfg))
         if baseline:
             trial.set_user_attr("baseline", baseline)
 
@@ -313,8 +278,8 @@ class StudyDriver:
                 attrs["weights"] = self.plan.run.relative(out.weights)
         for k, v in attrs.items():
             trial.set_user_attr(k, v)
-        for k, v in (cost.ratios or {"budget": 0.0}).items():
-            trial.set_constraint(k, v)
+        cons = list((cost.ratios or {"budget": 0.0}).values())  # the list optuna-dashboard reads
+        trial.storage.set_trial_system_attr(trial._trial_id, _CONSTRAINTS_KEY, cons)
         self.study.tell(trial, self._values(cost, out.accuracy if out else None))
         self.after(trial.number)
 
@@ -359,8 +324,8 @@ class StudyDriver:
             if k in done.user_attrs:
                 trial.set_user_attr(k, done.user_attrs[k])
         trial.set_user_attr("reused_from", done.number)
-        for k, v in dict(done.constraints).items():
-            trial.set_constraint(k, v)
+        cons = done.system_attrs.get(_CONSTRAINTS_KEY) or list(done.constraints.values())
+        trial.storage.set_trial_system_attr(trial._trial_id, _CONSTRAINTS_KEY, cons)
         self.study.tell(trial, done.values)
         self.repeats += 1
         self.after(trial.number)

@@ -21,11 +21,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from optuna.trial import FrozenTrial, TrialState
 
 from ..pareto import crowding_distance, non_dominated_sort
 from ..train.proxy import ProxySchedule
 
-__all__ = ["MODES", "Rungs", "Result", "promotion", "bracket_of"]
+__all__ = [
+    "MODES",
+    "Rungs",
+    "Result",
+    "promotion",
+    "bracket_of",
+    "next_promotion",
+    "next_seed",
+]
 
 MODES = ("single", "sh", "hyperband")
 
@@ -134,4 +143,56 @@ def promotion(
         for r in ranked:
             if f"{r.archid}@{r.rung}" not in moved_up:
                 return r
+    return None
+
+
+def _interrupted(t: FrozenTrial) -> bool:
+    return t.state == TrialState.FAIL and bool(t.user_attrs.get("interrupted"))
+
+
+def next_promotion(
+    trials: Sequence[FrozenTrial], rungs: Rungs, directions: Sequence[str]
+) -> tuple[FrozenTrial, dict[str, int]] | None:
+    """The study's next promotion: the source trial and the attributes of its trial one rung
+    up, or None. A design counts as moved up once any trial of it at the higher rung exists
+    (queued, running or finished), except one interrupted by a crash: that one is planned again.
+    """
+    if rungs.levels < 2:
+        return None
+    results, moved_up = [], set()
+    for t in trials:
+        a = t.user_attrs
+        if a.get("repeat_of") is not None or a.get("reused_from") is not None or _interrupted(t):
+            continue
+        rung = int(a.get("rung", 0))
+        moved_up.add(f"{a.get('archid')}@{rung + 1}")
+        if t.state == TrialState.COMPLETE and a.get("feasible") and rung > 0 and t.values:
+            bracket = int(a.get("bracket", 0))
+            results.append(Result(t.number, a["archid"], bracket, rung, tuple(t.values)))
+    up = promotion(results, moved_up, rungs.eta, directions)
+    if up is None:
+        return None
+    attrs = {"promoted_from": up.trial, "rung": up.rung - 1, "bracket": up.bracket, "seed": 0}
+    return trials[up.trial], attrs
+
+
+def next_seed(
+    trials: Sequence[FrozenTrial], pool: Sequence[int], seeds: int
+) -> tuple[FrozenTrial, dict[str, int]] | None:
+    """The next seed repeat a design of ``pool`` (trial numbers) lacks to have ``seeds`` seeds
+    in all: the source trial and the attributes of the repeat, or None."""
+    have: dict[int, set[int]] = {}
+    for t in trials:
+        a = t.user_attrs
+        if a.get("repeat_of") is not None and not _interrupted(t):
+            have.setdefault(int(a["repeat_of"]), set()).add(int(a.get("seed", 0)))
+    for number in sorted(pool):
+        missing = [k for k in range(1, seeds) if k not in have.get(number, set())]
+        if missing:
+            return trials[number], {
+                "repeat_of": number,
+                "rung": 0,
+                "bracket": 0,
+                "seed": missing[0],
+            }
     return None
