@@ -209,6 +209,29 @@ def cmd_insights(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- dashboard
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    try:
+        import optuna_dashboard
+    except ImportError:
+        raise ArchsearchError(
+            "dashboard: optuna-dashboard is not installed; pip install 'archsearch[dashboard]'"
+        ) from None
+    from optuna.storages._cached_storage import _CachedStorage
+
+    from .search.study import load_study
+
+    storage = load_study(args.run_dir)._storage  # the run's journal (its lock) or RDB storage
+    if isinstance(storage, _CachedStorage):  # an RDB storage as optuna-dashboard opens it
+        storage = storage._backend
+    _err(f"optuna-dashboard on run {args.run_dir}: http://{args.host}:{args.port}/")
+    try:
+        optuna_dashboard.run_server(storage, host=args.host, port=args.port)
+    except OSError as e:
+        raise ArchsearchError(f"dashboard: cannot serve on {args.host}:{args.port}: {e}") from None
+    return 0
+
+
 # ---------------------------------------------------------------------------- parser
 def _version() -> str:
     from . import __version__
@@ -301,6 +324,18 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("run_dir", metavar="RUN_DIR")
     ins.add_argument("--format", choices=["table", "json"], default="table")
     ins.set_defaults(func=cmd_insights)
+
+    dash = sub.add_parser(
+        "dashboard",
+        help="browse a run's study in optuna-dashboard",
+        description="Serve the run's Optuna study (RUN_DIR/study.journal) with optuna-dashboard: "
+        "objectives by name, over-budget trials marked infeasible, each design's notation and "
+        "counts as user attributes. Needs the [dashboard] extra.",
+    )
+    dash.add_argument("run_dir", metavar="RUN_DIR")
+    dash.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    dash.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    dash.set_defaults(func=cmd_dashboard)
 
     ex = sub.add_parser(
         "export",
