@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib.image as mpimg
+import numpy as np
 import optuna
 import pandas as pd
 import pytest
@@ -18,7 +19,8 @@ from archsearch.errors import ArchsearchError
 from archsearch.pareto import pareto_table
 from archsearch.records import trials_frame
 from archsearch.report import load_run, write_report
-from archsearch.report.plots import pareto_figure
+from archsearch.report.data import Dimension, results
+from archsearch.report.plots import dimensions_plot, family_groups, importance_plot, pareto_figure
 from archsearch.search.study import load_study, open_study, to_record
 
 from ._tiny import tiny_run
@@ -44,7 +46,9 @@ def _check_html(html: str) -> None:
 
 def _check_png(path: Path) -> None:
     assert path.read_bytes()[:8] == PNG_SIGNATURE
-    assert mpimg.imread(path).ndim == 3
+    image = mpimg.imread(path)
+    assert image.ndim == 3
+    assert image.shape[1] >= 1200, f"{path.name} is {image.shape[1]} px wide"
 
 
 def _fake_run(root: Path, *, budget: str = "1M-params,500M-macs", baselines: tuple = ()) -> Any:
@@ -251,3 +255,64 @@ def test_committed_run_reports_without_its_journal(tmp_path: Path) -> None:
     theirs = pd.read_csv(committed / "pareto.csv")
     assert list(mine["trial"]) == list(theirs["trial"])
     assert 'id="calibration"' in paths["html"].read_text()
+
+
+COMMITTED = Path(__file__).resolve().parents[1] / "results" / "default-3.5M-params"
+
+
+def _shown_ticks(fig: Any) -> list[str]:
+    """The labelled major ticks inside the x range of the figure's first axes."""
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    low, high = sorted(ax.get_xlim())
+    return [
+        t.get_text()
+        for t in ax.get_xticklabels()
+        if t.get_text() and low <= t.get_position()[0] <= high
+    ]
+
+
+def test_pareto_plot_of_the_committed_run_reads_well() -> None:
+    data = load_run(COMMITTED)  # reads only
+    res = results(data.table)
+    macs = pareto_figure(res, "macs", "MACs", knee_trial=22)
+    assert macs is not None and macs.axes[0].get_xscale() == "log"
+    ticks = _shown_ticks(macs)
+    assert len(ticks) >= 4 and "1G" in ticks, ticks
+    params = pareto_figure(res, "params", "params", limit=3.5e6)
+    assert params is not None
+    (label,) = params.axes[0].texts  # the lvt baseline, just left of the 3.5M budget line
+    assert label.get_text() == "lvt" and label.get_ha() == "right"
+    assert len(_shown_ticks(params)) >= 4
+    assert params.get_size_inches()[0] * params.dpi >= 1200
+    legend = params.axes[0].get_legend()
+    assert legend is not None and legend.get_bbox_to_anchor().x0 > params.axes[0].bbox.x1 - 1
+
+
+def test_dimensions_are_grouped_by_family() -> None:
+    names = ["family", "columnar.stage1.depth", "hierarchical.stage2.dim", "hierarchical.cb.kind"]
+    assert family_groups(names) == {
+        "family": "",
+        "columnar.stage1.depth": "columnar",
+        "hierarchical.stage2.dim": "hierarchical",
+        "hierarchical.cb.kind": "hierarchical",
+    }
+    assert set(family_groups(["stage1.mixer", "cb.kind"]).values()) == {""}  # one family
+
+    def dim(name: str, accs: list[float]) -> Dimension:
+        return Dimension(name, [("a", np.array(accs)), ("b", np.array(accs) + 0.01)], "b", 0.01)
+
+    png = dimensions_plot(
+        [dim("family", [0.6, 0.7]), dim("columnar.stage1.depth", [0.5, 0.6]),
+         dim("hierarchical.stage2.dim", [0.7, 0.8]), dim("hierarchical.cb.kind", [0.7, 0.72])]
+    )  # fmt: skip
+    assert png is not None and png[:8] == PNG_SIGNATURE
+
+
+def test_importance_plot_drops_zero_importances(tmp_path: Path) -> None:
+    png = importance_plot({"family": 0.7, "hierarchical.stage1.dim": 0.3, "columnar.cb.kind": 0.0})
+    assert png is not None
+    path = tmp_path / "importance.png"
+    path.write_bytes(png)
+    _check_png(path)
+    assert importance_plot({"family": 0.0, "columnar.cb.kind": 0.0}) is None
