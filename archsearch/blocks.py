@@ -12,7 +12,9 @@ spaces, ``MIXER x DEPTH @ DIM`` followed by the MLP, written without spaces::
     csax1@64m8 rasa2x2@128m8 rasa3x4@256m4 cb:mlp_end/deeper_half
 
 - the mixer token: ``attn``, ``sra``, ``rasa`` + recursion depth (``rasa2``), ``csa``, ``conv``,
-  ``acmix``, ``lookup`` + compressed grid side (``lookup5`` = 5x5 compressed tokens);
+  ``acmix``, ``lookup`` + compressed grid side (``lookup5`` = 5x5 compressed tokens), and with
+  multi-resolution training ``of`` + its grid sides (``lookup5of3-5-7``: trained on 3x3, 5x5 and
+  7x7 grids drawn per batch, evaluated at 5x5);
 - ``m`` + MLP ratio (``m4``: hidden = 4 x width); ``cm`` for LVT's convolutional MLP;
 - columnar designs lead with the tokenizer and give the heads: ``t2t_performer+attnx7@256h4m2``;
 - a final ``cb:POSITION/LAYERS`` or ``cbs:...`` names Context Broadcasting where it is on.
@@ -69,6 +71,11 @@ def _sra(s: Any, atrous: bool) -> nn.Module:
         s.dim, s.heads, sr_ratio=s.sr_ratio, atrous=atrous, recursion=s.recursion,
         qkv_bias=s.qkv_bias,
     )  # fmt: skip
+
+
+def _lookup_token(s: Any) -> str:
+    multires = "of" + "-".join(map(str, s.lookup_multires)) if s.lookup_multires else ""
+    return f"lookup{s.lookup_grid}{multires}"
 
 
 _ATTN = ("heads", "qkv_bias")
@@ -137,9 +144,9 @@ MIXERS: dict[str, MixerBlock] = {
         ),
         MixerBlock(
             "lookup",
-            (*_ATTN, "lookup_grid"),
+            (*_ATTN, "lookup_grid", "lookup_multires"),
             ("columnar",),
-            lambda s: f"lookup{s.lookup_grid}",
+            _lookup_token,
             None,
             None,
             ("NLC blocks",),

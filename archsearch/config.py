@@ -92,6 +92,11 @@ class StageConfig:
         kernel_size: CSA window size, or the depthwise kernel of the ``conv`` mixer.
         qkv_bias: bias on q/k/v projections.
         lookup_grid: LookupViT compressed grid side (M = lookup_grid ** 2); ``lookup`` only.
+        lookup_multires: LookupViT multi-resolution training: the compressed grid sides drawn
+            per batch while training (sorted on construction; at least two, distinct, one of them
+            ``lookup_grid``, the grid the model is evaluated and exported at by default). Empty:
+            single-grid. ``lookup`` only; left out of the JSON/YAML form when empty, so configs
+            without it keep their archid.
     """
 
     depth: int
@@ -105,10 +110,15 @@ class StageConfig:
     kernel_size: int = 3
     qkv_bias: bool = False
     lookup_grid: int = 0
+    lookup_multires: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if isinstance(self.mlp_ratio, int) and not isinstance(self.mlp_ratio, bool):
             object.__setattr__(self, "mlp_ratio", float(self.mlp_ratio))
+        mr = self.lookup_multires
+        if isinstance(mr, (list, tuple)):  # one spelling per set: a sorted tuple
+            ints = all(isinstance(g, int) and not isinstance(g, bool) for g in mr)
+            object.__setattr__(self, "lookup_multires", tuple(sorted(mr) if ints else mr))
 
     def validate(self, path: str = "stage") -> None:
         _check_int(f"{path}.depth", self.depth, 1, 64)
@@ -137,6 +147,24 @@ class StageConfig:
             _check_int(f"{path}.lookup_grid", self.lookup_grid, 1, 64)
         elif self.lookup_grid:
             raise _fail(f"{path}.lookup_grid", self.lookup_grid, "0 unless mixer is 'lookup'")
+        self._validate_multires(path)
+
+    def _validate_multires(self, path: str) -> None:
+        mr, name = self.lookup_multires, f"{path}.lookup_multires"
+        if not isinstance(mr, tuple):
+            raise _fail(name, mr, "a list of compressed grid sides")
+        if not mr:
+            return
+        if self.mixer != "lookup":
+            raise _fail(name, list(mr), "empty unless mixer is 'lookup'")
+        for i, g in enumerate(mr):
+            _check_int(f"{name}[{i}]", g, 1, 64)
+        if len(set(mr)) < 2 or len(set(mr)) != len(mr):
+            raise _fail(name, list(mr), "at least two distinct grid sides (or none)")
+        if self.lookup_grid not in mr:
+            raise _fail(
+                f"{path}.lookup_grid", self.lookup_grid, f"one of lookup_multires {list(mr)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -286,6 +314,10 @@ class ArchConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["stages"] = [dict(s) for s in d["stages"]]
+        for s in d["stages"]:  # absent when off: single-grid configs keep their JSON and archid
+            mr = s.pop("lookup_multires")
+            if mr:
+                s["lookup_multires"] = list(mr)
         return d
 
     def to_json(self, indent: int | None = None) -> str:

@@ -360,3 +360,17 @@ def test_lvt_evaluation_same_with_and_without_fast_paths() -> None:
         with fast_paths_in_eval():
             fast = model(x)
     torch.testing.assert_close(fast, reference, rtol=1e-4, atol=1e-5)
+
+
+def test_lookup_registry_entry_reads_multires() -> None:
+    from archsearch.blocks import MIXERS
+    from archsearch.config import StageConfig
+
+    entry = MIXERS["lookup"]
+    assert "lookup_multires" in entry.fields
+    s = StageConfig(depth=1, dim=8, heads=1, mixer="lookup", lookup_grid=5)
+    assert entry.token(s) == "lookup5"
+    multi = StageConfig(
+        depth=1, dim=8, heads=1, mixer="lookup", lookup_grid=5, lookup_multires=(7, 3, 5)
+    )
+    assert entry.token(multi) == "lookup5of3-5-7"

@@ -105,3 +105,37 @@ def test_load_config_files(tmp_path) -> None:
     (tmp_path / "a.txt").write_text("{}")
     with pytest.raises(ConfigError, match=r"\.json, \.yaml"):
         load_config(tmp_path / "a.txt")
+
+
+def test_lookup_multires_leaves_single_grid_archids_alone() -> None:
+    # A lookup design without multi-resolution: the same JSON and archid as before the field.
+    stage = {"depth": 2, "dim": 32, "heads": 2, "mixer": "lookup", "lookup_grid": 5}
+    cfg = ArchConfig.from_dict({"macro": "columnar", "stages": [stage]})
+    assert "lookup_multires" not in cfg.to_json()
+    assert cfg.archid == "25be2eaa5dfc"
+    assert reference_config("lookupvit_tiny").archid == "5142890a5ab1"
+    multi = ArchConfig.from_dict(
+        {"macro": "columnar", "stages": [{**stage, "lookup_multires": [7, 3, 5]}]}
+    )
+    assert multi.stages[0].lookup_multires == (3, 5, 7)
+    assert json.loads(multi.to_json())["stages"][0]["lookup_multires"] == [3, 5, 7]
+    assert ArchConfig.from_yaml(multi.to_yaml()) == multi
+    assert multi.archid != cfg.archid
+
+
+@pytest.mark.parametrize(
+    "multires, message",
+    [
+        ([5], "stages[0].lookup_multires: expected at least two distinct grid sides"),
+        ([3, 7], "stages[0].lookup_grid: expected one of lookup_multires [3, 7], got 5"),
+        ([5, 65], "stages[0].lookup_multires[1]: expected an integer in [1, 64], got 65"),
+    ],
+)
+def test_lookup_multires_validation(multires: list, message: str) -> None:
+    stage = {"depth": 2, "dim": 32, "heads": 2, "mixer": "lookup", "lookup_grid": 5}
+    with pytest.raises(ConfigError) as err:
+        ArchConfig.from_dict(
+            {"macro": "columnar", "stages": [{**stage, "lookup_multires": multires}]}
+        )
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)

@@ -14,9 +14,24 @@ Lookup tokens never attend to each other, so the cost is linear in ``N``. With n
 projections follow the usual layout: ``q`` / ``kv`` / output projections for the cross-attention,
 a value and output projection for the reverse update, pre-norm LayerNorms throughout. Context
 Broadcasting (when enabled) applies inside the compressed ViT block and at the lookup MLP.
+
+Multi-resolution training (the paper's answer to choosing ``M``): :func:`attach_multires` gives a
+LookupViT model (anything with ``compressed_grid`` and ``set_compressed_grid``, i.e. a columnar
+``lookup`` network) a :class:`MultiResolution` controller. Every forward call in training mode runs
+at a compressed grid drawn uniformly from the allowed set (one draw per batch, from the
+controller's own seeded generator: the global RNG is untouched); the compressed tokens are then
+the bilinear resize of the lookup grid to the drawn grid (:func:`compress_tokens`), and the
+model's grid is restored after the call. Outside training forwards the model runs at its own
+grid, as without the controller: ``set_compressed_grid(g)`` chooses the evaluation grid, and
+``evaluating_at(model, g)`` does so for a block.
 """
 
 from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +41,7 @@ from torch import nn
 from .attention import Attention, merge_heads, split_heads
 from .block import Block, cb_points, make_mlp
 
-__all__ = ["LookupBlock", "compress_tokens"]
+__all__ = ["LookupBlock", "MultiResolution", "attach_multires", "compress_tokens"]
 
 
 def compress_tokens(
@@ -102,3 +117,80 @@ class LookupBlock(nn.Module):
         lookup = lookup + self.drop_path(self.reverse_update(compressed, attn))
         lookup = lookup + self.drop_path(self.mlp_l(self.norm_mlp(lookup)))
         return lookup, compressed
+
+
+class MultiResolution:
+    """Multi-resolution training of a LookupViT model: a compressed grid drawn per training batch.
+    Attach with :func:`attach_multires`.
+
+    Attributes:
+        grids: the allowed compressed grid sides (sorted).
+        draws: how many training batches ran at each grid of ``grids``.
+    """
+
+    def __init__(self, grids: Iterable[int], *, seed: int = 0) -> None:
+        self.grids = tuple(sorted(set(grids)))
+        if len(self.grids) < 2 or any(g < 1 for g in self.grids):
+            raise ValueError(f"grids: expected at least two grid sides >= 1, got {self.grids}")
+        self.draws = dict.fromkeys(self.grids, 0)
+        self._rng = random.Random(seed)
+        self._restore: int | None = None
+
+    def checked(self, grid: int) -> int:
+        """``grid`` if it is one of :attr:`grids`; ValueError otherwise."""
+        if grid not in self.grids:
+            raise ValueError(f"grid: expected one of {list(self.grids)}, got {grid!r}")
+        return grid
+
+    def draw(self) -> int:
+        """One training batch's grid, uniformly from :attr:`grids` (counted in :attr:`draws`)."""
+        g = self.grids[self._rng.randrange(len(self.grids))]
+        self.draws[g] += 1
+        return g
+
+    def before_forward(self, model: nn.Module, args: Any) -> None:
+        """Forward pre-hook: in training mode, run this call at a drawn grid."""
+        if model.training:
+            self._restore = int(model.compressed_grid)  # type: ignore[arg-type]
+            model.set_compressed_grid(self.draw())  # type: ignore[operator]
+
+    def after_forward(self, model: nn.Module, args: Any, output: Any) -> None:
+        """Forward hook (also on errors): back to the model's own grid."""
+        if self._restore is not None:
+            model.set_compressed_grid(self._restore)  # type: ignore[operator]
+            self._restore = None
+
+    @contextmanager
+    def evaluating_at(self, model: nn.Module, grid: int) -> Iterator[None]:
+        """Run ``model`` at ``grid``, one of :attr:`grids`, inside the block."""
+        before = int(model.compressed_grid)  # type: ignore[arg-type]
+        model.set_compressed_grid(self.checked(grid))  # type: ignore[operator]
+        try:
+            yield
+        finally:
+            model.set_compressed_grid(before)  # type: ignore[operator]
+
+
+def attach_multires(
+    model: nn.Module, grids: Iterable[int], *, eval_grid: int | None = None, seed: int = 0
+) -> MultiResolution:
+    """Give a LookupViT ``model`` multi-resolution training over ``grids``; return the controller,
+    also kept as ``model.multires``. ``eval_grid`` (one of ``grids``): the grid the model runs at
+    outside training, set now (default: the model's current grid). A model that already has a
+    controller keeps it (it must have the same grids), so a builder may attach one before the
+    trainer does."""
+    if not callable(getattr(model, "set_compressed_grid", None)):
+        raise ValueError(f"model: expected a LookupViT model, got {type(model).__name__}")
+    mr = MultiResolution(grids, seed=seed)
+    old = getattr(model, "multires", None)
+    if isinstance(old, MultiResolution):
+        if old.grids != mr.grids:
+            raise ValueError(f"grids: model already trains on {list(old.grids)}, got {mr.grids}")
+        mr = old
+    else:
+        model.register_forward_pre_hook(mr.before_forward)
+        model.register_forward_hook(mr.after_forward, always_call=True)
+        model.multires = mr  # type: ignore[assignment]  # a plain attribute, not a submodule
+    if eval_grid is not None:
+        model.set_compressed_grid(mr.checked(eval_grid))  # type: ignore[operator]
+    return mr

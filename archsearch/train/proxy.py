@@ -193,6 +193,7 @@ def train_proxy(
     device: torch.device | str,
     seed: int,
     on_epoch: Callable[[int, float], None] | None = None,
+    on_trained: Callable[[Callable[[], float]], None] | None = None,
 ) -> ProxyResult:
     """Train ``model`` in place on ``data`` under ``schedule``; report validation top-1.
 
@@ -207,6 +208,9 @@ def train_proxy(
         seed: seeds batch order, augmentation and any randomness inside the model.
         on_epoch: called as ``on_epoch(epoch, accuracy)`` (1-based epoch) after each epoch's
             evaluation; an exception it raises (e.g. Optuna pruning) propagates.
+        on_trained: called once after the last epoch as ``on_trained(score)``; ``score()`` is
+            the validation top-1 of the model as it is then (the per-epoch evaluation's images
+            and settings), so the caller can score variants, e.g. LookupViT's other grids.
 
     Returns:
         The final accuracy, per-epoch history and timings.
@@ -223,7 +227,7 @@ def train_proxy(
         else:
             rng = torch.random.fork_rng(devices=[])
         with rng:
-            return _train(model, data, schedule, dev, seed, on_epoch)
+            return _train(model, data, schedule, dev, seed, on_epoch, on_trained)
     except MemoryError:
         oom = "host memory exhausted"
     except RuntimeError as e:  # torch.cuda.OutOfMemoryError is a RuntimeError
@@ -265,6 +269,7 @@ def _train(
     dev: torch.device,
     seed: int,
     on_epoch: Callable[[int, float], None] | None,
+    on_trained: Callable[[Callable[[], float]], None] | None = None,
 ) -> ProxyResult:
     start = time.perf_counter()
     _seed_all(dev, seed)
@@ -295,6 +300,11 @@ def _train(
     sync_every = 1 if dev.type == "cpu" else 32  # loss checks sync the device
     history: list[float] = []
     losses: list[float] = []
+
+    def score() -> float:
+        return evaluate(net, val_x, val_y, batch_size=s.eval_batch_size, mean=data.mean,
+                        std=data.std, amp=amp, channels_last=channels_last)  # fmt: skip
+
     train_time, step = 0.0, 0
     for epoch in range(1, s.epochs + 1):
         model.train()
@@ -327,16 +337,7 @@ def _train(
         synchronize(dev)
         epoch_time = time.perf_counter() - t0
         train_time += epoch_time
-        acc = evaluate(
-            net,
-            val_x,
-            val_y,
-            batch_size=s.eval_batch_size,
-            mean=data.mean,
-            std=data.std,
-            amp=amp,
-            channels_last=channels_last,
-        )
+        acc = score()
         history.append(acc)
         losses.append(float(loss_buf.mean()))
         log.info(
@@ -345,6 +346,8 @@ def _train(
         )
         if on_epoch is not None:
             on_epoch(epoch, acc)
+    if on_trained is not None:
+        on_trained(score)
     return ProxyResult(
         accuracy=history[-1],
         epochs=s.epochs,
