@@ -101,6 +101,14 @@ class RunSettings:
     name: str | None = _opt(None, "run name: results/NAME")
     out: str | None = _opt(None, "run directory (instead of results/NAME)")
     workers: int = _opt(1, "worker processes sharing the study", type=int, backend="local")
+    storage: str | None = _opt(
+        None,
+        "Optuna RDB URL holding the study, shared by every process given the same URL and run "
+        "folder name (the study's name), e.g. postgresql+psycopg2://USER@HOST:5432/DB "
+        "(pip install 'archsearch[postgres]'; password from PGPASSWORD or ~/.pgpass) or "
+        "sqlite:///PATH (default: RUN_DIR/study.journal)",
+        defines=True,
+    )
     force: bool = _opt(
         False, "start over in a run directory that holds a different run", kind="flag"
     )

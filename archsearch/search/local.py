@@ -1,5 +1,5 @@
 """The local backend: the study driver's candidates trained in this process (and in
-``--workers - 1`` more processes sharing the same study journal)."""
+``--workers - 1`` more processes sharing the same study: the run's journal, or ``--storage``)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import optuna
 import yaml
 
 from .._logging import get_logger
-from ..errors import TrainingError
+from ..errors import ArchsearchError, TrainingError
 from ..rundir import write_atomic
 from ..settings import RunSettings
 from ..train.candidate import Trainer
@@ -21,7 +21,8 @@ from ..train.device import available_cpus, configure_threads
 from ..train.proxy import CandidateOOMError
 from . import study as st
 from .driver import RUNNING, Candidate, Progress, StudyDriver
-from .plan import OBJECTIVES, Plan, prepare
+from .plan import OBJECTIVES, RUN_ATTR, Plan, prepare, study_key
+from .storage import redact
 
 __all__ = ["start_run", "open_run_study", "execute_local"]
 
@@ -32,17 +33,42 @@ def start_run(plan: Plan) -> None:
     """Create (or clear, with --force) the run folder and write run.yaml."""
     if plan.replace:
         plan.run.clear()
+    if plan.replace_study:  # --force on a shared study that holds another run
+        st.delete_study(str(plan.settings.storage), plan.study_name)
     plan.run.root.mkdir(parents=True, exist_ok=True)
     st.repair_journal(plan.run.journal)
     write_atomic(plan.run.settings, yaml.safe_dump(plan.record, sort_keys=False))
 
 
-def open_run_study(plan: Plan, journal: str = st.JOURNAL) -> optuna.Study:
+def open_run_study(plan: Plan, journal: str | None = None, *, worker: bool = False) -> optuna.Study:
+    """Create or join the run's study: in ``--storage`` (named :attr:`Plan.study_name`), else in
+    the run folder's journal; a given ``journal`` (a calibration's) is always used instead. A
+    worker, or any process joining a shared study, samples with its own random seed."""
     directions = [OBJECTIVES[o][1] for o in plan.objectives]
     s = plan.settings
     sampler = st.make_sampler(s.sampler, seed=s.seed, n_objectives=len(directions))
     pruner = st.make_pruner(s.pruner, len(directions))
-    study = st.open_study(plan.run.root, directions, sampler, pruner, journal=journal)
+    url = s.storage if journal is None else None
+    name = plan.study_name if url else st.STUDY_NAME
+    study = st.open_study(
+        plan.run.root,
+        directions,
+        sampler,
+        pruner,
+        journal=journal or st.JOURNAL,
+        url=url,
+        name=name,
+        reseed_if_joined=worker or bool(url),
+    )
+    if url:  # a shared study holds one run: stamp it, or check the stamp of who made it
+        key = study_key(plan.record)
+        if RUN_ATTR not in study.user_attrs:
+            study.set_user_attr(RUN_ATTR, key)
+        if study.user_attrs.get(RUN_ATTR) != key:
+            raise ArchsearchError(
+                f"study {name!r} in {redact(url)} holds another run (started meanwhile); use "
+                "another --name/--out (the study is named after the run folder)"
+            )
     if study.metric_names is None:  # objective names for optuna-dashboard and load_study users
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -123,7 +149,7 @@ def execute_local(
         start_run(plan)
     if plan.device.type == "cpu":
         configure_threads(max(1, available_cpus() // max(1, s.workers)))
-    study = study or open_run_study(plan)
+    study = study or open_run_study(plan, worker=worker)
     drv = driver(plan, study, progress)
     if own and not worker:
         recovered = st.recover_interrupted(study)

@@ -30,10 +30,21 @@ from ..settings import CPU_DEFAULTS, DEFINING, GPU_DEFAULTS, RunSettings
 from ..train.data import ImageData, load_dataset
 from ..train.device import select_device
 from ..train.proxy import ProxySchedule
+from . import study as st
 from .fidelity import Rungs
 from .space import SearchSpace, load_space
+from .storage import redact, storage_url
 
-__all__ = ["OBJECTIVES", "Plan", "prepare", "resolve", "parse_objectives", "fingerprint"]
+__all__ = [
+    "OBJECTIVES",
+    "Plan",
+    "prepare",
+    "resolve",
+    "parse_objectives",
+    "fingerprint",
+    "study_key",
+    "RUN_ATTR",
+]
 
 #: objective name -> (trials.csv column, direction)
 OBJECTIVES = {
@@ -80,6 +91,7 @@ class Plan:
     replace: bool = False  # --force on a run folder holding a different run
     title: str = "run"  # the command driving the plan (run, calibrate)
     rungs: Rungs | None = None  # None: single fidelity at ``schedule``
+    replace_study: bool = False  # --force on a shared study (--storage) holding a different run
 
     @property
     def ladder(self) -> Rungs:
@@ -91,6 +103,12 @@ class Plan:
     @property
     def run_dir(self) -> Path:
         return self.run.root
+
+    @property
+    def study_name(self) -> str:
+        """The study's name: the run folder's name in a shared storage (``--storage``; so every
+        process given the same URL and run name shares it), ``archsearch`` in a journal."""
+        return self.run.root.resolve().name if self.settings.storage else st.STUDY_NAME
 
 
 def parse_objectives(text: str) -> list[str]:
@@ -214,10 +232,25 @@ def fingerprint(record: dict[str, Any]) -> dict[str, Any]:
     return fp
 
 
+#: The study user attribute holding :func:`study_key` in a shared storage.
+RUN_ATTR = "archsearch_run"
+
+
+def study_key(record: dict[str, Any]) -> str:
+    """What defines a run, as stored on a shared study: its :func:`fingerprint` but the storage
+    URL (the machines sharing it may reach the database by different names)."""
+    fp = fingerprint(record)
+    fp.pop("storage", None)
+    return json.dumps(fp, sort_keys=True)
+
+
 def prepare(settings: RunSettings) -> Plan:
-    """Validate everything, load what the run needs and check its run folder; writes nothing."""
+    """Validate everything, load what the run needs and check its run folder (and its shared
+    study: ``--storage``); writes nothing."""
     plan = resolve(settings)
     _check_existing(plan)
+    if plan.settings.storage:
+        _check_shared_study(plan)
     return plan
 
 
@@ -225,6 +258,8 @@ def resolve(settings: RunSettings) -> Plan:
     """Validate every option and load the space, budget, data and schedule; writes nothing and
     does not look at the run folder."""
     s = settings
+    if s.storage is not None:
+        s = s.replace(storage=storage_url(s.storage))
     budget = parse_budget(s.budget)
     objectives = parse_objectives(s.objectives)
     _check_values(s)
@@ -261,7 +296,7 @@ def resolve(settings: RunSettings) -> Plan:
     root = Path(s.out) if s.out else Path("results") / _run_name(s)
     record = {
         MARKER: 1,
-        "options": s.to_dict(),
+        "options": {**s.to_dict(), "storage": s.storage and redact(s.storage)},
         "resolved": {
             "budget": str(budget),
             "space": space.name if space.path is None or not Path(s.space).exists() else s.space,
@@ -284,6 +319,10 @@ def resolve(settings: RunSettings) -> Plan:
                 "class_names": list(data.class_names) if data.class_names else None,
             },
             "schedule": dataclasses.asdict(schedule),
+            "study": {
+                "storage": s.storage and redact(s.storage),  # None: RUN_DIR/study.journal
+                "name": (root.resolve().name if s.storage else st.STUDY_NAME),
+            },
             "rungs": [
                 {"rung": r, "epochs": rungs.schedule(r).epochs, "images": rungs.schedule(r).subset}
                 for r in range(levels)
@@ -327,7 +366,7 @@ def _check_existing(plan: Plan) -> None:
         )
     a, b = fingerprint(old), fingerprint(plan.record)
     diff = [k for k in a if json.dumps(a[k], sort_keys=True) != json.dumps(b[k], sort_keys=True)]
-    if not run.journal.is_file():
+    if not run.journal.is_file() and not plan.settings.storage:
         if not force:
             raise ArchsearchError(
                 f"run directory {where} holds results without a study journal (a copied or "
@@ -346,3 +385,37 @@ def _check_existing(plan: Plan) -> None:
         plan.replace = True
         return
     plan.resumed = True
+
+
+def _check_shared_study(plan: Plan) -> None:
+    """Join the study of the same name in ``--storage`` if it holds this run; refuse (or, with
+    --force, replace) one holding another run."""
+    url, name, force = str(plan.settings.storage), plan.study_name, plan.settings.force
+    where = f"study {name!r} in {redact(url)}"
+    got = st.study_record(url, name)
+    if got is None:
+        if plan.resumed and not force:
+            raise ArchsearchError(
+                f"run directory {str(plan.run.root)!r} holds a run whose {where} is gone; use "
+                "--force to start it over"
+            )
+        plan.replace, plan.resumed = plan.replace or plan.resumed, False
+        return
+    attrs, n_trials = got
+    ours, theirs = study_key(plan.record), attrs.get(RUN_ATTR)
+    if theirs == ours or (theirs is None and n_trials == 0):
+        plan.resumed = not plan.replace
+        return
+    if not force:
+        if theirs is None:
+            why = "is not an archsearch run's"
+        else:
+            a, b = json.loads(theirs), json.loads(ours)
+            diff = [k for k in b if json.dumps(a.get(k)) != json.dumps(b[k])]
+            k = diff[0] if diff else "run"
+            why = f"holds a run with a different {k} ({a.get(k)!r} there, {b[k]!r} now)"
+        raise ArchsearchError(
+            f"{where} {why}; use another --name/--out (the study is named after the run folder), "
+            "or --force to start it over"
+        )
+    plan.replace_study, plan.replace, plan.resumed = True, True, False

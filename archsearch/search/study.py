@@ -1,7 +1,9 @@
 """The only module that talks to Optuna: storage, samplers, and one trial's life cycle.
 
 The study lives in a journal file (``study.journal``, append-only, safe across crashes and
-shared by several worker processes). Open it with::
+shared by several worker processes on one machine), or, with ``--storage URL``, in an Optuna RDB
+storage (PostgreSQL: shared by processes on several machines) as the study named after the run
+folder; ``load_study(RUN_DIR)`` opens either, as ``run.yaml`` records it. Open a journal with::
 
     import optuna
     from optuna.storages import JournalStorage
@@ -26,19 +28,23 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages import JournalStorage
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from .._logging import get_logger
 from ..errors import ArchsearchError
 from ..records import TrialRecord, accuracy_se
+from .storage import redact
 
 __all__ = [
     "STUDY_NAME",
     "JOURNAL",
     "open_study",
     "load_study",
+    "study_record",
+    "delete_study",
     "make_sampler",
     "make_pruner",
     "recover_interrupted",
@@ -58,6 +64,8 @@ JOURNAL = "study.journal"
 HOST = socket.gethostname()
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+# Optuna's heartbeat is recorded by :class:`Heartbeat` here, not by ``Study.optimize``.
+warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used", UserWarning)
 
 
 class FlockLock:
@@ -83,9 +91,61 @@ class FlockLock:
             os.close(fd)
 
 
-def _storage(run_dir: Path, journal: str = JOURNAL) -> JournalStorage:
+def _storage(run_dir: Path, journal: str = JOURNAL, url: str | None = None) -> BaseStorage:
+    if url:
+        return _rdb(url)
     path = str(run_dir / journal)
     return JournalStorage(JournalFileBackend(path, lock_obj=FlockLock(path)))  # type: ignore[arg-type]
+
+
+def _rdb(url: str) -> RDBStorage:
+    """The RDB storage of ``url``, with Optuna's heartbeat (recorded by :class:`Heartbeat`, read
+    on the database's clock by :func:`recover_interrupted`). Its stale-trial callback is not used:
+    Optuna fails a stale trial before the callback runs, when it can no longer be marked
+    ``interrupted`` (so that it does not count towards ``--trials``) and re-queued here."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
+
+    sqlite = url.startswith("sqlite")
+    kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if sqlite else {}
+    kwargs.update(pool_pre_ping=not sqlite)
+    attempt = 0
+    try:
+        while True:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    return RDBStorage(
+                        url,
+                        engine_kwargs=kwargs,
+                        heartbeat_interval=int(HEARTBEAT_SECONDS),
+                        grace_period=int(GRACE_SECONDS),
+                    )
+            except (IntegrityError, ProgrammingError):  # another process made the tables meanwhile
+                attempt += 1
+                if attempt == 5:
+                    raise
+                time.sleep(0.2 * attempt)
+    except SQLAlchemyError as e:
+        why = str(getattr(e, "orig", None) or e).strip().splitlines()
+        raise ArchsearchError(
+            f"--storage {redact(url)}: expected a database to connect to, got "
+            f"{type(e).__name__}: {why[0] if why else '?'}"
+        ) from None
+
+
+def study_record(url: str, name: str) -> tuple[dict[str, Any], int] | None:
+    """The user attributes and the number of trials of study ``name`` in ``url`` (None: none)."""
+    storage = _rdb(url)
+    try:
+        sid = storage.get_study_id_from_name(name)
+    except KeyError:
+        return None
+    return storage.get_study_user_attrs(sid), storage.get_n_trials(sid)
+
+
+def delete_study(url: str, name: str) -> None:
+    with contextlib.suppress(KeyError):
+        optuna.delete_study(study_name=name, storage=_rdb(url))
 
 
 def make_sampler(name: str, *, seed: int, n_objectives: int) -> optuna.samplers.BaseSampler:
@@ -116,16 +176,26 @@ def open_study(
     pruner: optuna.pruners.BasePruner | None = None,
     *,
     journal: str = JOURNAL,
+    url: str | None = None,
+    name: str = STUDY_NAME,
+    reseed_if_joined: bool = False,
 ) -> optuna.Study:
+    """Create or join the run's study: in ``run_dir/journal``, or as ``name`` in ``url``.
+
+    ``reseed_if_joined``: a process joining a study that exists already (a ``--workers`` worker,
+    another machine) reseeds its sampler from the OS, so that it does not draw the same designs
+    in lockstep with the processes already in it (the creator keeps ``--seed``)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    return optuna.create_study(
-        study_name=STUDY_NAME,
-        storage=_storage(run_dir, journal),
-        directions=[optuna.study.StudyDirection[d.upper()] for d in directions],
-        sampler=sampler,
-        pruner=pruner,
-        load_if_exists=True,
-    )
+    storage = _storage(run_dir, journal, url)
+    kinds = [optuna.study.StudyDirection[d.upper()] for d in directions]
+    try:
+        return optuna.create_study(
+            study_name=name, storage=storage, directions=kinds, sampler=sampler, pruner=pruner
+        )
+    except optuna.exceptions.DuplicatedStudyError:
+        if reseed_if_joined:
+            sampler.reseed_rng()
+        return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
 
 
 def repair_journal(path: Path) -> int:
@@ -159,9 +229,31 @@ def repair_journal(path: Path) -> int:
     return cut
 
 
+def recorded_storage(run_dir: Path) -> tuple[str | None, str]:
+    """The storage URL (None: the journal) and study name ``run.yaml`` records for a run."""
+    import yaml
+
+    try:
+        record = yaml.safe_load((run_dir / "run.yaml").read_text())
+        study = record["resolved"]["study"]
+        return study.get("storage"), str(study.get("name") or STUDY_NAME)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError, AttributeError):
+        return None, STUDY_NAME
+
+
 def load_study(run_dir: str | Path) -> optuna.Study:
-    """Open an existing run's study (read or resume)."""
+    """Open an existing run's study (read or resume), where ``run.yaml`` says it is: the run
+    folder's journal, or an RDB storage (its URL is recorded without the password: PostgreSQL
+    then takes it from ``PGPASSWORD`` or ``~/.pgpass``)."""
     path = Path(run_dir)
+    url, name = recorded_storage(path)
+    if url is not None:
+        try:
+            return optuna.load_study(study_name=name, storage=_rdb(url))
+        except KeyError:
+            raise ArchsearchError(
+                f"run directory {str(path)!r}: expected its study {name!r} in {url}, found none"
+            ) from None
     if not (path / JOURNAL).is_file():
         raise ArchsearchError(f"run directory {str(path)!r}: expected {JOURNAL} in it, found none")
     return optuna.load_study(study_name=STUDY_NAME, storage=_storage(path))
@@ -190,6 +282,8 @@ def alive(owner: str | None) -> bool:
 HEARTBEAT_SECONDS = 15.0
 #: ... and a trial whose last heartbeat is older than this is taken for dead.
 GRACE_SECONDS = 120.0
+#: A trial of a shared study still without an owner this long after it was seen is dead.
+CLAIM_SECONDS = 5.0
 
 
 def is_live(t: FrozenTrial, now: float | None = None) -> bool:
@@ -214,13 +308,20 @@ class Heartbeat:
         self.thread = threading.Thread(target=self._run, name="archsearch-heartbeat", daemon=True)
 
     def beat(self) -> None:
+        storage = self.study._storage
+        optuna_beat = is_heartbeat_enabled(storage)  # an RDB storage: Optuna's heartbeat too
         for trial in list(self.trials()):
             with contextlib.suppress(RuntimeError, ValueError):  # it finished meanwhile
-                self.study._storage.set_trial_user_attr(trial._trial_id, "heartbeat", time.time())
+                storage.set_trial_user_attr(trial._trial_id, "heartbeat", time.time())
+                if optuna_beat:
+                    storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]
 
     def _run(self) -> None:
         while not self.stop.wait(HEARTBEAT_SECONDS):
-            self.beat()
+            try:
+                self.beat()
+            except Exception as e:  # a database hiccup: beat again next time
+                log.warning("heartbeat not recorded: %s", (str(e).splitlines() or [repr(e)])[0])
 
     def __enter__(self) -> Heartbeat:
         self.beat()
@@ -233,16 +334,33 @@ class Heartbeat:
 
 
 def recover_interrupted(study: optuna.Study, *, requeue: bool = True) -> list[int]:
-    """Fail trials left RUNNING by a dead worker (no heartbeat for :data:`GRACE_SECONDS`) and
-    (``requeue``) queue their parameters to run again."""
+    """Fail trials left RUNNING by a dead worker (no heartbeat for :data:`GRACE_SECONDS`, by
+    the trial's own ``heartbeat`` attribute or, in an RDB storage, by Optuna's heartbeat on the
+    database's clock) and (``requeue``) queue their parameters to run again. Several processes
+    may recover at once: each dead trial is failed, and re-queued, by one of them."""
     recovered = []
+    storage = study._storage
+    shared = is_heartbeat_enabled(storage)  # an RDB storage: other machines may be asking
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    unclaimed = {t.number for t in running if t.user_attrs.get("owner") is None}
+    if shared and unclaimed:  # a trial just asked elsewhere gets its owner within moments
+        time.sleep(CLAIM_SECONDS)
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    stale = set()
+    if shared:
+        stale = set(storage._get_stale_trial_ids(study._study_id))  # type: ignore[attr-defined]
     now = time.time()
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if is_live(t, now):
+    for t in running:
+        if t.user_attrs.get("owner") is None and t.number not in unclaimed:
+            continue  # asked by another process since the first look
+        if is_live(t, now) and t._trial_id not in stale:
             continue
-        study._storage.set_trial_user_attr(t._trial_id, "error", "interrupted")
-        study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
-        study.tell(t.number, state=TrialState.FAIL)
+        try:
+            storage.set_trial_user_attr(t._trial_id, "error", "interrupted")
+            storage.set_trial_user_attr(t._trial_id, "interrupted", True)
+            study.tell(t.number, state=TrialState.FAIL)
+        except (RuntimeError, ValueError):  # another process recovered it first
+            continue
         baseline = t.user_attrs.get("baseline")
         if requeue and not baseline and not planned(t.user_attrs):
             study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
