@@ -158,11 +158,12 @@ def test_sigkill_during_a_trial_then_resume(tmp_path) -> None:
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     try:
-        while time.monotonic() < deadline:  # kill once a trial is running after one finished
+        while time.monotonic() < deadline:  # kill once a design is in training after one finished
             csv = out / "trials.csv"
             if csv.is_file() and len(pd.read_csv(csv)) >= 1:
                 study = load_study(out)
-                if any(t.state == optuna.trial.TrialState.RUNNING for t in study.trials):
+                running = optuna.trial.TrialState.RUNNING
+                if any(t.state == running and "config" in t.user_attrs for t in study.trials):
                     break
             time.sleep(0.2)
         os.kill(proc.pid, signal.SIGKILL)
