@@ -386,7 +386,13 @@ def load_config(path: str | Path) -> ArchConfig:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file: expected an existing file, got {str(p)!r}")
-    text = p.read_text()
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        msg = " ".join(str(e).split()) or type(e).__name__
+        raise ConfigError(
+            f"config file {p.name!r}: expected readable UTF-8 text, got {msg}"
+        ) from None
     if p.suffix == ".json":
         return ArchConfig.from_json(text)
     if p.suffix in (".yaml", ".yml"):

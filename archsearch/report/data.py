@@ -112,7 +112,7 @@ class Dimension:
 def _load_settings(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load((path / SETTINGS).read_text())
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ArchsearchError(
             f"run directory {str(path)!r}: expected a readable YAML {SETTINGS}, got error: {first}"

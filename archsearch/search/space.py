@@ -328,7 +328,12 @@ def load_space(spec: str | Path) -> SearchSpace:
     if not path.is_file():
         raise SpaceError(f"space {str(spec)!r}: expected an existing YAML file")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        msg = " ".join(str(e).split()) or type(e).__name__
+        raise SpaceError(f"{path.name}: expected a readable UTF-8 YAML file, got {msg}") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         msg = " ".join(str(e).split())
         raise SpaceError(f"{path.name}: expected valid YAML, got a parse error: {msg}") from None
