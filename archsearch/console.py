@@ -59,9 +59,12 @@ class ConsoleProgress(_ProgressBase):
         self.total = 0
         self.timeout: float | None = None
         self.trial_t0 = self.t0
+        self.finalists = False  # retraining the front with more seeds: no ETA to give
 
     def _elapsed(self) -> str:
         el = time.monotonic() - self.t0
+        if self.finalists:
+            return f"{fmt_seconds(el)} elapsed, finalists: more seeds for the front"
         left = None
         if self.durations and self.total:
             left = (sum(self.durations) / len(self.durations)) * max(
@@ -113,9 +116,13 @@ class ConsoleProgress(_ProgressBase):
             + (f", {done} already done" if done else "")
             + (f"; baselines: {', '.join(plan.baselines)}" if plan.baselines else "")
         )
+        seeds = getattr(plan.settings, "final_seeds", 1)
+        if plan.title == "run" and seeds > 1:
+            _err(f"  then the front and the baselines retrained to {seeds} seeds each")
 
     def trial_start(self, index: int, total: int, number: int, desc: str, kind: str) -> None:
         self.trial_t0 = time.monotonic()
+        self.finalists = self.finalists or kind.startswith("seed ") or " seed " in kind
         label = kind if kind != "trial" else f"[{index}/{total}] trial {number}"
         self.head = f"{label}: {desc}"
         self._emit(f"{self.head} | {self._status()}")

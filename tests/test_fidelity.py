@@ -175,3 +175,15 @@ def test_finalists_retrain_the_front_with_seeds(
     # seed repeats are no points of their own and do not count towards --trials
     counted = table[table.repeat_of.isna() & table.reused_from.isna() & (table.state == "COMPLETE")]
     assert counted.archid.nunique() == 4
+
+
+def test_progress_says_finalists_instead_of_an_eta() -> None:
+    from archsearch.console import ConsoleProgress
+
+    progress = ConsoleProgress(quiet=True)
+    progress.total = 4
+    progress.trial_start(1, 4, 3, "design", "trial")
+    progress.trial_start(1, 4, 5, "design", "baseline lvt")
+    assert "left" in progress._status() and not progress.finalists
+    progress.trial_start(4, 4, 9, "design", "lvt seed 1 (from trial 0)")
+    assert "finalists" in progress._status() and "left" not in progress._status()
