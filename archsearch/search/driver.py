@@ -133,7 +133,7 @@ class StudyDriver:
         flight (the trial waits, see :meth:`settle_waiting`), or None when the job was settled
         without training (a repeat, over budget, or nothing left to do)."""
         with self.plan.run.lock():  # two workers must not plan the same promotion
-            job = self._job()
+            job = self._job(self._sampling_stop())
             if job is None:
                 return None
             if job[0] != "sample":
@@ -191,15 +191,15 @@ class StudyDriver:
         return cand
 
     # ------------------------------------------------------------------ planning
-    def _job(self) -> tuple[Any, ...] | None:
-        """What to do next: ``("promote", source, attrs)``, ``("sample",)``,
-        ``("final", source, attrs)`` or None (nothing now)."""
+    def _job(self, stop: str | None) -> tuple[Any, ...] | None:
+        """What to do next, given why sampling stopped (``stop``, see :meth:`_sampling_stop`):
+        ``("promote", source, attrs)``, ``("sample",)``, ``("final", source, attrs)`` or None."""
         trials = self.study.get_trials(deepcopy=False)
-        if self._sampling_stop() != "timeout":
+        if stop != "timeout":
             up = next_promotion(trials, self.rungs, self.directions)
             if up is not None:
                 return ("promote", *up)
-        if self._sampling_stop() is None:
+        if stop is None:
             return ("sample",)
         if self.plan.settings.final_seeds < 2:
             return None
@@ -359,7 +359,7 @@ class StudyDriver:
     def stop_reason(self) -> str | None:
         """Why there is nothing more to do now (no promotion, sample or finalist), or None."""
         reason = self._sampling_stop()
-        if reason is None or self._job() is not None:
+        if reason is None or self._job(reason) is not None:
             return None
         return reason
 
