@@ -56,6 +56,7 @@ DTYPES: dict[str, str] = {
     "seed": "Int64",
     "repeat_of": "Int64",
     "promoted_from": "Int64",
+    "trained_with": "Int64",
     "epochs": "Int64",
     "train_seconds": "Float64",
     "violations": "string",
@@ -76,6 +77,7 @@ ADDED_COLUMNS = {
     "seed": "0",
     "repeat_of": "",
     "promoted_from": "",
+    "trained_with": "",
 }
 HEAD_COLUMNS = ["trial", "state", "archid", "feasible", "baseline"]
 TAIL_COLUMNS = [c for c in DTYPES if c not in HEAD_COLUMNS]
@@ -103,7 +105,9 @@ class TrialRecord:
     lower-rung trial a design moved up from. ``seed`` > 0 marks a retraining of trial
     ``repeat_of`` with another seed. Only rung-0, seed-0 rows are designs of the front; their
     ``seeds``, ``accuracy_mean``, ``accuracy_lo`` and ``accuracy_hi`` aggregate every seed
-    (see :func:`aggregate_seeds`).
+    (see :func:`aggregate_seeds`). ``trained_with`` marks a LookupViT grid scored from the
+    multi-resolution training of that trial: a design of its own (own archid, counts and
+    accuracy) whose ``train_seconds`` is the shared training's, not a second training.
     """
 
     trial: int
@@ -127,6 +131,7 @@ class TrialRecord:
     seed: int = 0
     repeat_of: int | None = None
     promoted_from: int | None = None
+    trained_with: int | None = None
     epochs: int | None = None
     train_seconds: float | None = None
     violations: str = ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -210,3 +211,107 @@ def test_validation_errors_are_one_line(stage: dict, message: str) -> None:
 
 def test_stage_config_default_is_single_grid() -> None:
     assert StageConfig(depth=1, dim=16, heads=2).lookup_multires == ()
+
+
+# --------------------------------------------------------------------------- in the search
+def multires_space(folder: Path) -> Path:
+    """A space of exactly two architectures: one LookupViT at grid 2 or 4, trained at both."""
+    path = folder / "mr.yaml"
+    path.write_text(
+        "macro: columnar\ntokenizer: {kind: patch, patch_size: 4}\npos_embed: sincos\n"
+        "stages:\n  - {depth: 1, dim: 16, heads: 2, mixer: lookup, lookup_grid: [2, 4],"
+        " lookup_multires: true}\n"
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def mr_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests._tiny import tiny_run
+
+    tmp = tmp_path_factory.mktemp("mr")
+    return tiny_run(tmp / "run", space=str(multires_space(tmp)), trials=2, budget="1M-params")
+
+
+def test_search_records_one_row_per_grid_from_one_training(mr_run: Path) -> None:
+    from archsearch.records import read_trials
+
+    t = read_trials(mr_run / "trials.csv")
+    done = t[(t["state"] == "COMPLETE") & t["reused_from"].isna()]
+    assert len(done) == 2, done
+    trained, grid = done[done["trained_with"].isna()].iloc[0], done[done["trained_with"].notna()]
+    assert len(grid) == 1 and int(grid.iloc[0]["trained_with"]) == int(trained["trial"])
+    sibling = grid.iloc[0]
+    configs = [ArchConfig.from_json(r["config"]) for r in (trained, sibling)]
+    assert {c.stages[0].lookup_grid for c in configs} == {2, 4}
+    assert trained["archid"] != sibling["archid"]
+    # own counts (the compressed tokens cost MACs, no params), own accuracy, one training time
+    assert trained["params"] == sibling["params"] and trained["macs"] != sibling["macs"]
+    by_grid = {c.stages[0].lookup_grid: int(r["macs"]) for c, r in zip(configs, (trained, sibling))}
+    assert by_grid[2] < by_grid[4]
+    for r in (trained, sibling):
+        assert 0 <= r["proxy_accuracy"] <= 1 and r["accuracy_se"] > 0 and r["feasible"]
+    assert trained["train_seconds"] == sibling["train_seconds"]
+    # one weights file (kept while a grid of it is on the front)
+    files = {w for w in (trained["weights"], sibling["weights"]) if not pd.isna(w)}
+    assert len(files) == 1 and (mr_run / files.pop()).is_file()
+
+
+def test_a_sampled_sibling_grid_reuses_the_shared_training(mr_run: Path) -> None:
+    """Only two architectures exist and both came from the first training: every later sample
+    is a repeat, so the second trial never trains (the run ends as exhausted)."""
+    from archsearch.records import read_trials
+
+    t = read_trials(mr_run / "trials.csv")
+    trainings = t[(t["state"] == "COMPLETE") & t["reused_from"].isna() & t["trained_with"].isna()]
+    assert len(trainings) == 1
+    assert t["reused_from"].notna().sum() >= 1
+
+
+def test_export_of_a_grid_design_names_its_grid_and_runs_at_the_others(
+    mr_run: Path, tmp_path: Path
+) -> None:
+    import json
+
+    import timm
+
+    from archsearch.export import export
+    from archsearch.records import read_trials
+
+    t = read_trials(mr_run / "trials.csv")
+    sibling = t[t["trained_with"].notna()].iloc[0]
+    (folder,) = export(mr_run, trial=int(sibling["trial"]), out=tmp_path / "out")
+    cfg = json.loads((folder / "config.json").read_text())
+    grid = ArchConfig.from_json(sibling["config"]).stages[0].lookup_grid
+    assert cfg["archsearch"]["lookup_grid"] == grid
+    assert cfg["archsearch"]["lookup_grids"] == [2, 4]
+    assert cfg["model_args"]["arch"]["stages"][0]["lookup_grid"] == grid
+    assert "set_compressed_grid" in (folder / "README.md").read_text()
+    model = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        at_own = model(x)
+        model.set_compressed_grid(6 - grid)  # the other grid of the set
+        at_other = model(x)
+    assert at_own.shape == at_other.shape == (2, 10)
+    assert not torch.allclose(at_own, at_other)
+
+
+def test_insights_pair_the_grids_of_one_training(mr_run: Path) -> None:
+    from archsearch.insights import analyse
+    from archsearch.records import read_trials
+
+    t = read_trials(mr_run / "trials.csv")
+    rows = t[(t["state"] == "COMPLETE") & t["reused_from"].isna()]
+    acc = {ArchConfig.from_json(r["config"]).stages[0].lookup_grid: r for _, r in rows.iterrows()}
+    found = analyse(mr_run, n_boot=50)
+    (claim,) = [c for c in found["claims"] if c["id"] == "lookup"]
+    (part,) = [p for p in claim["parts"] if p["part"] == "lookup_multires"]
+    assert part["pairs"] == 1 and part["n"] == 1
+    diff = acc[2]["proxy_accuracy"] - acc[4]["proxy_accuracy"]
+    assert part["effect"] == pytest.approx(diff)
+    lo, hi = part["ci"]
+    assert lo < diff < hi  # the validation error of the difference
+    assert part["macs"]["effect"] == pytest.approx(acc[2]["macs"] / acc[4]["macs"] - 1)
+    assert part["macs"]["effect"] < 0
+    assert part["verdict"] in ("supported", "contradicted", "cannot tell")

@@ -90,7 +90,12 @@ def _config_json(
         "retrained_accuracy": retrained_acc,
         "weights": None if epochs else row.get("weights"),
         "archsearch_version": __version__,
+        "trained_with": row.get("trained_with"),
     }
+    stage = p.config.stages[0]
+    if stage.mixer == "lookup":  # the compressed grid it runs at; the others it was trained at
+        meta["lookup_grid"] = stage.lookup_grid
+        meta["lookup_grids"] = list(stage.lookup_multires or [stage.lookup_grid])
     cfg: dict[str, Any] = {
         "architecture": ARCHITECTURE,
         "num_classes": proxy.num_classes,
@@ -130,9 +135,22 @@ def _readme(target: Path, cfg: dict[str, Any]) -> str:
         f'model = timm.create_model("local-dir:{target.resolve()}", pretrained=True).eval()\n'
         "transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))\n"
         "```\n"
-        f"{gray}\n"
+        f"{gray}{_grid_note(meta)}\n"
         'The architecture alone: `timm.create_model("archsearch_net", **model_args)` with '
         "`model_args` from `config.json`.\n"
+    )
+
+
+def _grid_note(meta: dict[str, Any]) -> str:
+    grids = meta.get("lookup_grids") or []
+    if len(grids) < 2:
+        return ""
+    g = meta["lookup_grid"]
+    return (
+        f"\nLookupViT trained at compressed grids {', '.join(f'{x}x{x}' for x in grids)}; it runs "
+        f"at {g}x{g} (the grid of these figures). `model.set_compressed_grid(n)` runs the same "
+        "weights at another grid of the set (that grid's own accuracy and MACs are in the "
+        "run's trials.csv).\n"
     )
 
 

@@ -15,6 +15,7 @@ from .claims import CLAIMS, MARGIN, PARTS, claim_verdict, data_part
 from .designs import Designs, from_run, table_configs
 from .dimensions import dimension_effects
 from .exact import csa_macs, lookup_macs, rasa_macs
+from .multires import multires_part
 
 __all__ = ["analyse", "analyse_designs", "to_json", "write_insights", "FILENAME", "LEVEL", "N_BOOT"]
 
@@ -27,6 +28,7 @@ def analyse_designs(
     *,
     run_dir: Path,
     configs: list[Any] | None = None,
+    table: Any = None,
     level: float = LEVEL,
     n_boot: int = N_BOOT,
     seed: int = 0,
@@ -38,6 +40,8 @@ def analyse_designs(
         run_dir: the run folder (for the ACmix weights).
         configs: every architecture of the run, trained or not, for the exact cost parts
             (default: the trained designs').
+        table: the run's trials table, for the LookupViT grids of one multi-resolution
+            training (see :mod:`archsearch.insights.multires`).
     """
     boot: dict[str, Any] = {"level": level, "n_boot": n_boot, "seed": seed}
     configs = list(designs.frame["config"]) if configs is None else configs
@@ -47,6 +51,9 @@ def analyse_designs(
         parts[part.claim].append(data_part(part, designs, **boot))
     parts["rasa"].append(rasa_macs(configs, target))
     parts["lookup"].insert(0, lookup_macs(configs, target))
+    paired = multires_part(table, level=level) if table is not None else None
+    if paired is not None:
+        parts["lookup"].insert(1, paired)
     parts["acmix"].append(acmix_part(designs, run_dir, level=level))
     parts["csa"][0]["macs"] = csa_macs(configs, target)
     claims = [
@@ -91,6 +98,7 @@ def analyse(
         designs,
         run_dir=data.run_dir,
         configs=table_configs(data.table),
+        table=data.table,
         level=level,
         n_boot=n_boot,
         seed=seed,

@@ -106,6 +106,12 @@ def _stage0(cfg: ArchConfig, **changes: Any) -> ArchConfig:
     return cfg.replace(stages=(first, *cfg.stages[1:]))
 
 
+def _lookup_key(cfg: ArchConfig) -> ArchConfig:
+    """The design with its grid set aside (a multi-resolution design keeps its set, so it pairs
+    only with designs trained the same way)."""
+    return _stage0(cfg, lookup_grid=min(cfg.stages[0].lookup_multires or (3,)))
+
+
 def _cb(cfg: ArchConfig, **changes: Any) -> ArchConfig:
     return cfg.replace(cb=dataclasses.replace(cfg.cb, **changes))
 
@@ -167,7 +173,7 @@ PARTS: tuple[Part, ...] = (
         "lookup", "lookup_accuracy", "grid one step smaller: accuracy",
         "accuracy per grid step smaller", "not_less",
         lambda c: -c.stages[0].lookup_grid / 2.0 if _columnar_lookup(c) else None,
-        lambda c: _stage0(c, lookup_grid=3), ("lookup_grid",), binary=False, macs=False,
+        _lookup_key, ("lookup_grid",), binary=False, macs=False,
     ),
     Part(
         "csa", "csa_vs_conv", "CSA vs conv stage 1, equal params",

@@ -91,7 +91,8 @@ def lookup_macs(configs: list[ArchConfig], target: dict[str, int]) -> dict[str, 
     changes: list[float] = []
     designs = [c for c in configs if c.macro == "columnar" and c.stages[0].mixer == "lookup"]
     for cfg in designs:
-        macs = [_macs(_with_stage(cfg, 0, lookup_grid=g), target) for g in GRIDS]
+        grids = [_with_stage(cfg, 0, lookup_grid=g, lookup_multires=()) for g in GRIDS]
+        macs = [_macs(g, target) for g in grids]
         changes += [macs[k - 1] / macs[k] - 1.0 for k in range(1, len(GRIDS))]
     method = (
         f"exact: closed-form MACs of {len(designs)} LookupViT designs at grids "

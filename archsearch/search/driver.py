@@ -11,7 +11,7 @@ not count towards ``--trials`` and is no second point on the front.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,8 @@ from ..models import reference_config
 from ..pareto import front as pareto_front
 from ..records import TrialRecord, design_rows, trials_frame
 from ..rundir import write_atomic
-from ..train.candidate import TrainOutcome
+from ..train.candidate import GridRows, TrainOutcome
+from ..train.multires import grid_configs, grid_costs, is_multires
 from ..train.proxy import ProxySchedule
 from . import study as st
 from .fidelity import bracket_of, next_promotion, next_seed
@@ -77,6 +78,9 @@ class Candidate:
     baseline: str = ""
     schedule: ProxySchedule | None = None  # None: the run's proxy schedule
     seed_offset: int = 0  # > 0: a repeat training of the same design with another seed
+    #: LookupViT multi-resolution: the counted cost of every grid design, by archid (the
+    #: candidate's own included); empty otherwise.
+    grids: dict[str, CostRecord] = field(default_factory=dict)
 
     @property
     def number(self) -> int:
@@ -243,14 +247,20 @@ class StudyDriver:
     def _costed(self, trial: optuna.Trial, cfg: ArchConfig, baseline: str = "") -> Candidate | None:
         plan = self.plan
         latency = "latency" in plan.objectives
-        cost = cost_candidate(cfg, plan.budget, plan.target, latency=latency)
-        if not cost.feasible:
+        grids: dict[str, CostRecord] = {}
+        if is_multires(cfg):  # one training for every grid: worth it when any grid fits
+            per_grid = grid_costs(cfg, plan.budget, plan.target, latency=latency)
+            grids = {g.archid: per_grid[g.stages[0].lookup_grid] for g in grid_configs(cfg)}
+            cost = grids[cfg.archid]
+        else:
+            cost = cost_candidate(cfg, plan.budget, plan.target, latency=latency)
+        if not any(c.feasible for c in (grids or {cfg.archid: cost}).values()):
             log.info("trial %d over budget: %s", trial.number, "; ".join(cost.violations))
             self._tell(trial, cost, None)
             self.over_budget += 1
             return None
         self.repeats = 0
-        return Candidate(trial, cfg, cost, baseline)
+        return Candidate(trial, cfg, cost, baseline, grids=grids)
 
     # ------------------------------------------------------------------ telling
     def _values(self, cost: CostRecord, accuracy: float | None) -> list[float]:
@@ -258,7 +268,18 @@ class StudyDriver:
         values.update(params=float(cost.params), macs=float(cost.macs))
         return [float(values[o]) for o in self.plan.objectives]
 
+    def _constraints(self, cost: CostRecord) -> list[float]:
+        return list((cost.ratios or {"budget": 0.0}).values())  # the list optuna-dashboard reads
+
     def _tell(self, trial: optuna.Trial, cost: CostRecord, out: TrainOutcome | None) -> None:
+        for k, v in self._result_attrs(cost, out).items():
+            trial.set_user_attr(k, v)
+        cons = self._constraints(cost)
+        trial.storage.set_trial_system_attr(trial._trial_id, _CONSTRAINTS_KEY, cons)
+        self.study.tell(trial, self._values(cost, out.accuracy if out else None))
+        self.after(trial.number)
+
+    def _result_attrs(self, cost: CostRecord, out: TrainOutcome | None) -> dict[str, Any]:
         attrs: dict[str, Any] = {
             "feasible": cost.feasible,
             "params": cost.params,
@@ -276,15 +297,44 @@ class StudyDriver:
             attrs.update(train_seconds=round(out.train_seconds, 3))
             if out.weights is not None:
                 attrs["weights"] = self.plan.run.relative(out.weights)
-        for k, v in attrs.items():
-            trial.set_user_attr(k, v)
-        cons = list((cost.ratios or {"budget": 0.0}).values())  # the list optuna-dashboard reads
-        trial.storage.set_trial_system_attr(trial._trial_id, _CONSTRAINTS_KEY, cons)
-        self.study.tell(trial, self._values(cost, out.accuracy if out else None))
-        self.after(trial.number)
+        return attrs
 
-    def complete(self, cand: Candidate, out: TrainOutcome) -> None:
-        self._tell(cand.trial, cand.cost, out)
+    def complete(self, cand: Candidate, out: TrainOutcome | GridRows) -> None:
+        """Record a finished training: ``out`` is its outcome, or ``(config, outcome)`` per
+        grid of a multi-resolution training (``Trainer.train_grids``)."""
+        rows = [(cand.config, out)] if isinstance(out, TrainOutcome) else out
+        own = next(o for c, o in rows if c.archid == cand.config.archid)
+        # The other grids are designs of their own, recorded from the search's training only
+        # (rung 0, run seed); promotions and seed repeats of a grid design are its own jobs.
+        if cand.schedule is None and not cand.seed_offset:
+            for cfg, o in rows:
+                if cfg.archid != cand.config.archid:
+                    self._add_grid(cand, cfg, o)
+        self._tell(cand.trial, cand.cost, own if cand.cost.feasible else None)
+
+    def _add_grid(self, cand: Candidate, cfg: ArchConfig, out: TrainOutcome) -> None:
+        """Record another grid of a multi-resolution training as a finished trial of its own
+        (``trained_with`` = the training's trial), unless that architecture has a result."""
+        if isinstance(self.earlier(cfg.archid, -1), FrozenTrial):
+            return
+        cost = cand.grids[cfg.archid]
+        src = cand.trial
+        params = {k: (cfg.stages[0].lookup_grid if k.endswith("lookup_grid") else v)
+                  for k, v in src.params.items()}  # fmt: skip
+        attrs = self._result_attrs(cost, out if cost.feasible else None)
+        attrs.update(owner=st.owner(), archid=cfg.archid, config=cfg.to_json())
+        attrs.update(notation=describe(cfg), trained_with=src.number)
+        for k in ("rung", "bracket", "seed", "fidelity"):
+            if k in src.user_attrs:
+                attrs[k] = src.user_attrs[k]
+        acc = out.accuracy if cost.feasible else None
+        self.study.add_trial(
+            optuna.trial.create_trial(
+                params=params, distributions=dict(src.distributions),
+                values=self._values(cost, acc), user_attrs=attrs,
+                system_attrs={_CONSTRAINTS_KEY: self._constraints(cost)},
+            )
+        )  # fmt: skip
 
     def out_of_memory(self, cand: Candidate, message: str) -> None:
         """The candidate does not fit in memory: recorded as infeasible, the search goes on."""
@@ -405,8 +455,10 @@ class StudyDriver:
         return front
 
     def after(self, number: int) -> None:
+        """Write the table, then report the trial (and the other grids it was scored at)."""
         records = self.records()
         front = self.write_table(records)
-        row = next(r for r in records if r.trial == number).row()
         best = front["accuracy_mean"].max() if len(front) else None
-        self.progress.trial_end(row, None if best is None else float(best), len(front))
+        for r in records:
+            if r.trial == number or (r.trained_with == number and r.state == "COMPLETE"):
+                self.progress.trial_end(r.row(), None if best is None else float(best), len(front))

@@ -88,7 +88,7 @@ def _train(driver: StudyDriver, trainer: Trainer, cand: Candidate, prune: bool) 
 
     try:
         with st.Heartbeat(driver.study, lambda: [cand.trial]):
-            out = trainer.train(
+            out = trainer.train_grids(
                 cand.config, weights=driver.weights_path(cand), on_epoch=on_epoch,
                 seed_offset=cand.seed_offset, schedule=cand.schedule,
             )  # fmt: skip

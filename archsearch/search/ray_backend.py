@@ -34,7 +34,7 @@ from ray.tune.search.optuna import OptunaSearch
 from .._logging import get_logger
 from ..config import ArchConfig
 from ..errors import ArchsearchError, ConfigError, TrainingError
-from ..train.candidate import Trainer, TrainOutcome
+from ..train.candidate import GridRows, Trainer, TrainOutcome
 from ..train.data import ImageData
 from ..train.device import available_cpus, configure_threads
 from ..train.proxy import CandidateOOMError, ProxySchedule
@@ -75,7 +75,7 @@ def _trainable(spec: dict[str, Any], setup: _Setup, data: ImageData) -> None:
     config = ArchConfig.from_json(spec["config"])
     try:
         weights = Path(spec["weights"]) if spec["weights"] else None
-        out = trainer.train(
+        rows = trainer.train_grids(
             config, weights=weights, on_epoch=on_epoch, schedule=schedule,
             seed_offset=spec["seed_offset"],
         )  # fmt: skip
@@ -88,15 +88,24 @@ def _trainable(spec: dict[str, Any], setup: _Setup, data: ImageData) -> None:
         msg = str(e) if isinstance(e, TrainingError) else f"{type(e).__name__}: {e}"
         tune.report({"proxy_accuracy": 0.0, **costs, "failed": msg})
         return
-    final = dataclasses.asdict(out)
-    final["weights"] = str(out.weights) if out.weights else None
-    tune.report({"proxy_accuracy": out.accuracy, **costs, "outcome": json.dumps(final)})
+    own = next(o for c, o in rows if c.archid == config.archid)
+    final = [
+        {**dataclasses.asdict(o), "weights": str(o.weights) if o.weights else None,
+         "config": c.to_json()}
+        for c, o in rows
+    ]  # fmt: skip
+    tune.report({"proxy_accuracy": own.accuracy, **costs, "outcome": json.dumps(final)})
 
 
-def _outcome(text: str) -> TrainOutcome:
-    data = json.loads(text)
-    weights = data.pop("weights")
-    return TrainOutcome(**data, weights=Path(weights) if weights else None)
+def _outcome(text: str, root: Path) -> GridRows:
+    """The worker's ``(config, outcome)`` rows; weights paths made relative to the run folder."""
+    rows = []
+    for data in json.loads(text):
+        config = ArchConfig.from_json(data.pop("config"))
+        weights = data.pop("weights")
+        path = root / Path(weights).relative_to(root.resolve()) if weights else None
+        rows.append((config, TrainOutcome(**data, weights=path)))
+    return rows
 
 
 class _StudySearcher(OptunaSearch):
@@ -180,12 +189,7 @@ class _StudySearcher(OptunaSearch):
             return
         result = result or {}
         if "outcome" in result:
-            out = _outcome(result["outcome"])
-            if out.weights is not None:  # stored relative to the run folder
-                out.weights = self.plan.run.root / out.weights.relative_to(
-                    self.plan.run.root.resolve()
-                )
-            self.driver.complete(cand, out)
+            self.driver.complete(cand, _outcome(result["outcome"], self.plan.run.root))
         elif "oom" in result:
             self.driver.out_of_memory(cand, result["oom"])
         elif "failed" in result:

@@ -9,7 +9,8 @@ Conditional choices (a choice is only asked for when it matters):
 
 * ``recursion`` only for ``mixer: rasa``; ``sr_ratio`` only for ``sra``, ``rasa`` and ``acmix``;
   ``kernel_size`` only for ``csa`` and ``conv``; ``lookup_grid`` only for ``lookup`` (which also
-  forces ``class_token: false``);
+  forces ``class_token: false``); ``lookup_multires: true`` (or a ``[false, true]`` choice) trains
+  a lookup design once at every ``lookup_grid`` choice and records one design per grid;
 * ``cb.position`` and ``cb.layers`` only when ``cb.kind`` is not ``none``;
 * ``tokenizer.patch_size`` is forced to 16 for T2T tokenizers.
 """
@@ -57,6 +58,7 @@ _STAGE_KEYS = {
     "kernel_size": int,
     "qkv_bias": bool,
     "lookup_grid": int,
+    "lookup_multires": bool,
 }
 _TOKENIZER_KEYS = {"kind": str, "patch_size": int, "t2t_dim": int}
 _CB_KEYS = {"kind": str, "position": str, "layers": str}
@@ -124,6 +126,8 @@ class Branch:
                 s["kernel_size"] = pick(name + "kernel_size", spec["kernel_size"])
             if mixer == "lookup":
                 s["lookup_grid"] = pick(name + "lookup_grid", spec.get("lookup_grid", 5))
+                if pick(name + "lookup_multires", spec.get("lookup_multires", False)):
+                    s["lookup_multires"] = sorted(_choices(spec["lookup_grid"]))
                 lookup = True
             stages.append(s)
         cb: dict[str, Any] = {"kind": pick("cb.kind", self.cb.get("kind", "none"))}
@@ -292,6 +296,13 @@ def _parse_branch(path: Path, name: str, data: Any) -> Branch:
                     f"{where}.{key}",
                     f"every dim choice must be divisible by it; dim {dim} by {h} is not",
                 )
+        multires = True in _choices(s.get("lookup_multires", False))
+        if multires and len(_choices(s.get("lookup_grid", 5))) < 2:
+            raise _err(
+                path, f"{where}.lookup_multires",
+                "expected at least two lookup_grid choices to train at, got "
+                f"lookup_grid {s.get('lookup_grid', 5)!r}",
+            )  # fmt: skip
         stages.append(s)
     cb = _check_section(
         path,

@@ -376,8 +376,9 @@ def planned(attrs: dict[str, Any]) -> bool:
 def counted_trials(study: optuna.Study, *, include_running: bool = False) -> int:
     """Search trials that count towards ``--trials``: new candidates within budget that finished
     (trained, pruned or failed) and, optionally, running ones; over-budget candidates, repeats
-    of an architecture already evaluated, baselines, promotions to a higher rung, seed repeats
-    and trials interrupted by a crash or Ctrl-C do not count."""
+    of an architecture already evaluated, baselines, promotions to a higher rung, seed repeats,
+    the other grids of a LookupViT multi-resolution training and trials interrupted by a crash
+    or Ctrl-C do not count."""
     states = [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL]
     if include_running:
         states.append(TrialState.RUNNING)
@@ -386,7 +387,7 @@ def counted_trials(study: optuna.Study, *, include_running: bool = False) -> int
         a = t.user_attrs
         if a.get("baseline") or a.get("interrupted") or a.get("reused_from") is not None:
             continue
-        if planned(a):
+        if planned(a) or a.get("trained_with") is not None:  # not a training of its own
             continue
         if t.state == TrialState.COMPLETE and not t.user_attrs.get("feasible"):
             continue
@@ -422,6 +423,7 @@ def to_record(t: FrozenTrial) -> TrialRecord:
         seed=int(a.get("seed", 0)),
         repeat_of=a.get("repeat_of"),
         promoted_from=a.get("promoted_from"),
+        trained_with=a.get("trained_with"),
         weights=a.get("weights"),
         config=a.get("config"),
     )

@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -15,7 +16,7 @@ from .data import ImageData
 from .proxy import ProxySchedule, train_proxy
 from .weights import save_weights
 
-__all__ = ["TrainOutcome", "Trainer", "trial_seed"]
+__all__ = ["GridRows", "TrainOutcome", "Trainer", "trial_seed"]
 
 
 def trial_seed(seed: int, archid: str) -> int:
@@ -34,6 +35,11 @@ class TrainOutcome:
     train_seconds: float
     history: list[float] = field(default_factory=list)
     weights: Path | None = None
+
+
+#: What one training produced, per architecture it stands for: ``(config, outcome)`` pairs (one
+#: pair, except for a LookupViT multi-resolution training: one per compressed grid).
+GridRows = list[tuple[ArchConfig, TrainOutcome]]
 
 
 @dataclass
@@ -88,3 +94,21 @@ class Trainer:
             history=list(result.history),
             weights=weights,
         )
+
+    def train_grids(
+        self,
+        config: ArchConfig,
+        *,
+        weights: Path | None = None,
+        on_epoch: Callable[[int, float], None] | None = None,
+        seed_offset: int = 0,
+        schedule: ProxySchedule | None = None,
+    ) -> GridRows:
+        """:meth:`train`, or for a LookupViT multi-resolution ``config`` one training scored at
+        every grid of its set (:func:`~archsearch.train.multires.train_multires`)."""
+        from .multires import is_multires, train_multires
+
+        kw: dict[str, Any] = dict(weights=weights, on_epoch=on_epoch, seed_offset=seed_offset)
+        if is_multires(config):
+            return train_multires(self, config, schedule=schedule, **kw).rows()
+        return [(config, self.train(config, schedule=schedule, **kw))]
