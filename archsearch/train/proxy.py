@@ -24,7 +24,7 @@ from ..errors import ConfigError, DataError, TrainingError
 from ..layers.attention import fast_paths_in_eval
 from .augment import affine, epoch_batches, normalise, resize_u8
 from .data import ImageData
-from .device import autocast, select_device, synchronize, to_device
+from .device import autocast, native_bf16, select_device, synchronize, to_device
 from .optim import adamw, lr_factor, param_groups
 
 __all__ = [
@@ -84,9 +84,10 @@ class ProxySchedule:
         hflip: random horizontal flips when ``augment`` is on.
         crop_padding: crop padding in pixels (``None``: ``img_size // 8``).
         grad_clip: clip the gradient norm to this value (``None``: no clipping).
-        amp: bf16 autocast (``None``: on CUDA only; ``True`` on a CPU with native bf16,
-            AVX512-BF16 or AMX, trains LVT ~1.4x faster on one thread, but until
-            ``archsearch calibrate`` has measured its ranking the CPU default stays fp32).
+        amp: bf16 autocast (``None``: where the device computes bf16 natively: CUDA, or a CPU
+            with AVX512-BF16 or AMX, where it trains LVT ~1.4x faster on one thread and ranks
+            designs like fp32 with the same seed, tau 0.97, see ``docs/proxy.md``; fp32
+            elsewhere, where emulated bf16 would be slower).
         channels_last: channels-last memory format (``None``: on CUDA only).
         compile: wrap the model in ``torch.compile``.
         eval_batch_size: batch size for validation.
@@ -154,10 +155,8 @@ class ProxySchedule:
         return cls(**{**base, **overrides})
 
     def uses_amp(self, device: torch.device) -> bool:
-        """Whether bf16 autocast is on for ``device`` (by default on CUDA only; on CPUs with
-        native bf16, ``amp=True`` trains faster but its effect on the ranking is not yet
-        calibrated)."""
-        return device.type == "cuda" if self.amp is None else self.amp
+        """Whether bf16 autocast is on for ``device`` (by default where bf16 is native)."""
+        return native_bf16(device) if self.amp is None else self.amp
 
     def uses_channels_last(self, device: torch.device) -> bool:
         """Whether the channels-last memory format is used on ``device``."""
