@@ -12,6 +12,7 @@ __all__ = [
     "BudgetError",
     "CountError",
     "DataError",
+    "TrainingCutOff",
     "TrainingError",
     "ExportError",
 ]
@@ -43,6 +44,11 @@ class DataError(ArchsearchError):
 
 class TrainingError(ArchsearchError):
     """Proxy training failed for a reason attributable to the candidate (e.g. non-finite loss)."""
+
+
+class TrainingCutOff(ArchsearchError):
+    """Training was stopped at its deadline (``--timeout``): not the candidate's fault, and not a
+    result; the trial is run again by a later resume."""
 
 
 class ExportError(ArchsearchError):

@@ -57,7 +57,8 @@ class RunSettings:
     trials: int | None = _opt(None, "trained candidates to evaluate (CPU: 30)", type=int)
     timeout: float | None = _opt(
         None,
-        "stop sampling and promoting after this many seconds; finalists still run (CPU: 540)",
+        "stop the search after this many seconds (a training still running is cut off and "
+        "retried by a resume); finalists still run (CPU: 540)",
         type=float,
     )
     dataset: str = _opt(

@@ -150,6 +150,9 @@ class _Clock:
     def monotonic(self) -> float:
         return self.now
 
+    def time(self) -> float:  # the driver's wall clock (heartbeats, --timeout's deadline)
+        return self.now
+
 
 def replay(method: str, seed: int, minutes: float, table: dict, out: Path) -> list[tuple]:
     """One search through the real driver; returns (cpu_seconds, archid, rung, accuracy)."""
@@ -164,7 +167,7 @@ def replay(method: str, seed: int, minutes: float, table: dict, out: Path) -> li
     rungs_of = {}
 
     def train(self: Any, config: Any, *, weights=None, on_epoch=None, seed_offset=0,
-              schedule=None) -> TrainOutcome:  # fmt: skip
+              schedule=None, deadline=None) -> TrainOutcome:  # fmt: skip
         sched = schedule or self.schedule
         fid = sched.epochs * (sched.subset or 0)
         rung = rungs_of[fid]

@@ -76,7 +76,7 @@ def _synthetic(monkeypatch: pytest.MonkeyPatch, calls: list[tuple[str, int, int]
     """Replace training: accuracy is a fixed function of the design plus a rung bonus."""
 
     def train(self: Trainer, config: Any, *, weights=None, on_epoch=None, seed_offset=0,
-              schedule=None) -> TrainOutcome:  # fmt: skip
+              schedule=None, deadline=None) -> TrainOutcome:  # fmt: skip
         sched = schedule or self.schedule
         fidelity = sched.epochs * (sched.subset or 0)
         calls.append((config.archid, fidelity, seed_offset))

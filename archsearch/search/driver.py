@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.samplers._base import _CONSTRAINTS_KEY
 from optuna.trial import FrozenTrial, TrialState
 
 from .._logging import get_logger
@@ -31,6 +30,7 @@ from ..train.multires import grid_configs, grid_costs, is_multires
 from ..train.proxy import ProxySchedule
 from . import study as st
 from .fidelity import bracket_of, next_promotion, next_seed
+from .outcome import CONSTRAINTS_KEY, constraints, grid_trial, objective_values, result_attrs
 from .plan import OBJECTIVES, Plan
 
 __all__ = ["Candidate", "Progress", "StudyDriver", "describe"]
@@ -81,6 +81,8 @@ class Candidate:
     #: LookupViT multi-resolution: the counted cost of every grid design, by archid (the
     #: candidate's own included); empty otherwise.
     grids: dict[str, CostRecord] = field(default_factory=dict)
+    #: ``time.time()`` at which training stops (``--timeout``); None: no limit (finalists).
+    deadline: float | None = None
 
     @property
     def number(self) -> int:
@@ -105,6 +107,9 @@ class StudyDriver:
         self.plan, self.study = plan, study
         self.progress = progress or Progress()
         self.started = time.monotonic()
+        #: when ``--timeout`` ends the search, as a wall-clock time (workers may be other
+        #: processes): a training still running then is cut off at its next batch
+        self.deadline = None if plan.timeout is None else time.time() + plan.timeout
         self.repeats = 0  # samples in a row that repeated an evaluated architecture
         self.over_budget = 0  # over-budget samples in all
         self.waiting: dict[str, list[optuna.Trial]] = {}
@@ -181,12 +186,16 @@ class StudyDriver:
         self._open(trial, cfg, baseline=baseline)
         self._set_rung(trial, rung, int(a.get("bracket", 0)), seed)
         kind = f"to rung {rung}" if link == "promoted_from" else f"seed {seed}"
+        final = link == "repeat_of"  # finalists run after --timeout, to the end
         name = f"{baseline} " if baseline else ""
         self.progress.trial_start(
             st.counted_trials(self.study), self.plan.trials, trial.number, describe(cfg),
             f"{name}{kind} (from trial {src.number})",
         )  # fmt: skip
-        return self._at_rung(self._costed(trial, cfg, baseline=baseline), rung, seed)
+        cand = self._at_rung(self._costed(trial, cfg, baseline=baseline), rung, seed)
+        if cand is not None and final:
+            cand.deadline = None
+        return cand
 
     def _at_rung(self, cand: Candidate | None, rung: int, seed: int) -> Candidate | None:
         if cand is not None:
@@ -260,81 +269,36 @@ class StudyDriver:
             self.over_budget += 1
             return None
         self.repeats = 0
-        return Candidate(trial, cfg, cost, baseline, grids=grids)
+        return Candidate(trial, cfg, cost, baseline, grids=grids, deadline=self.deadline)
 
     # ------------------------------------------------------------------ telling
-    def _values(self, cost: CostRecord, accuracy: float | None) -> list[float]:
-        values = {"accuracy": accuracy or 0.0, "latency": cost.latency_ms or 0.0}
-        values.update(params=float(cost.params), macs=float(cost.macs))
-        return [float(values[o]) for o in self.plan.objectives]
-
-    def _constraints(self, cost: CostRecord) -> list[float]:
-        return list((cost.ratios or {"budget": 0.0}).values())  # the list optuna-dashboard reads
-
     def _tell(self, trial: optuna.Trial, cost: CostRecord, out: TrainOutcome | None) -> None:
-        for k, v in self._result_attrs(cost, out).items():
+        for k, v in result_attrs(self.plan.run, cost, out).items():
             trial.set_user_attr(k, v)
-        cons = self._constraints(cost)
-        trial.storage.set_trial_system_attr(trial._trial_id, _CONSTRAINTS_KEY, cons)
-        self.study.tell(trial, self._values(cost, out.accuracy if out else None))
+        trial.storage.set_trial_system_attr(trial._trial_id, CONSTRAINTS_KEY, constraints(cost))
+        acc = out.accuracy if out else None
+        self.study.tell(trial, objective_values(self.plan.objectives, cost, acc))
         self.after(trial.number)
-
-    def _result_attrs(self, cost: CostRecord, out: TrainOutcome | None) -> dict[str, Any]:
-        attrs: dict[str, Any] = {
-            "feasible": cost.feasible,
-            "params": cost.params,
-            "total_params": cost.total_params,
-            "macs": cost.macs,
-            "latency_ms": cost.latency_ms,
-            "violations": "; ".join(cost.violations),
-            "counted_by": cost.counted_by,
-            "epochs": 0,
-            "train_seconds": 0.0,
-        }
-        if out is not None:
-            attrs.update(proxy_accuracy=out.accuracy, val_images=out.val_images)
-            attrs.update(history=out.history, epochs=out.epochs)
-            attrs.update(train_seconds=round(out.train_seconds, 3))
-            if out.weights is not None:
-                attrs["weights"] = self.plan.run.relative(out.weights)
-        return attrs
 
     def complete(self, cand: Candidate, out: TrainOutcome | GridRows) -> None:
         """Record a finished training: ``out`` is its outcome, or ``(config, outcome)`` per
-        grid of a multi-resolution training (``Trainer.train_grids``)."""
+        grid of a multi-resolution training (``train_grids``). The other grids are designs of
+        their own, recorded from the search's training only (rung 0, run seed, and unless that
+        architecture has a result); promotions and seed repeats of a grid are its own jobs."""
         rows = [(cand.config, out)] if isinstance(out, TrainOutcome) else out
         own = next(o for c, o in rows if c.archid == cand.config.archid)
-        # The other grids are designs of their own, recorded from the search's training only
-        # (rung 0, run seed); promotions and seed repeats of a grid design are its own jobs.
         if cand.schedule is None and not cand.seed_offset:
             for cfg, o in rows:
-                if cfg.archid != cand.config.archid:
-                    self._add_grid(cand, cfg, o)
+                done = isinstance(self.earlier(cfg.archid, -1), FrozenTrial)
+                if cfg.archid == cand.config.archid or done:
+                    continue
+                base = dict(owner=st.owner(), archid=cfg.archid, config=cfg.to_json(),
+                            notation=describe(cfg))  # fmt: skip
+                self.study.add_trial(grid_trial(
+                    cand.trial, cfg, cand.grids[cfg.archid], o, run=self.plan.run,
+                    objectives=self.plan.objectives, base_attrs=base,
+                ))  # fmt: skip
         self._tell(cand.trial, cand.cost, own if cand.cost.feasible else None)
-
-    def _add_grid(self, cand: Candidate, cfg: ArchConfig, out: TrainOutcome) -> None:
-        """Record another grid of a multi-resolution training as a finished trial of its own
-        (``trained_with`` = the training's trial), unless that architecture has a result."""
-        if isinstance(self.earlier(cfg.archid, -1), FrozenTrial):
-            return
-        cost = cand.grids[cfg.archid]
-        src = cand.trial
-        params = {k: (cfg.stages[0].lookup_grid if k.endswith("lookup_grid") else v)
-                  for k, v in src.params.items()}  # fmt: skip
-        attrs = self._result_attrs(cost, out if cost.feasible else None)
-        attrs.update(owner=st.owner(), archid=cfg.archid, config=cfg.to_json())
-        attrs.update(notation=describe(cfg), trained_with=src.number)
-        for k in ("rung", "bracket", "seed", "fidelity"):
-            if k in src.user_attrs:
-                attrs[k] = src.user_attrs[k]
-        acc = out.accuracy if cost.feasible else None
-        self.study.add_trial(
-            optuna.trial.create_trial(
-                params=params, distributions=dict(src.distributions),
-                values=self._values(cost, acc), user_attrs=attrs,
-                system_attrs={_CONSTRAINTS_KEY: self._constraints(cost)},
-            )
-        )  # fmt: skip
 
     def out_of_memory(self, cand: Candidate, message: str) -> None:
         """The candidate does not fit in memory: recorded as infeasible, the search goes on."""
@@ -355,9 +319,14 @@ class StudyDriver:
         for k, v in (("params", c.params), ("total_params", c.total_params), ("macs", c.macs)):
             cand.trial.set_user_attr(k, v)
 
-    def interrupt(self, trial: optuna.Trial) -> None:
+    def cut_off(self, cand: Candidate, message: str) -> None:
+        """``--timeout`` stopped the training: no result; a later resume trains it again."""
+        log.warning("trial %d %s", cand.number, message)
+        self.interrupt(cand.trial, message)
+
+    def interrupt(self, trial: optuna.Trial, message: str = "interrupted") -> None:
         """Not the candidate's fault (Ctrl-C, a crash of ours): run it again next time."""
-        trial.set_user_attr("error", "interrupted")
+        trial.set_user_attr("error", message)
         trial.set_user_attr("interrupted", True)
         self.study.tell(trial, state=TrialState.FAIL)
         self.requeue(trial)
@@ -374,8 +343,8 @@ class StudyDriver:
             if k in done.user_attrs:
                 trial.set_user_attr(k, done.user_attrs[k])
         trial.set_user_attr("reused_from", done.number)
-        cons = done.system_attrs.get(_CONSTRAINTS_KEY) or list(done.constraints.values())
-        trial.storage.set_trial_system_attr(trial._trial_id, _CONSTRAINTS_KEY, cons)
+        cons = done.system_attrs.get(CONSTRAINTS_KEY) or list(done.constraints.values())
+        trial.storage.set_trial_system_attr(trial._trial_id, CONSTRAINTS_KEY, cons)
         self.study.tell(trial, done.values)
         self.repeats += 1
         self.after(trial.number)

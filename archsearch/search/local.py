@@ -13,7 +13,7 @@ import optuna
 import yaml
 
 from .._logging import get_logger
-from ..errors import ArchsearchError, TrainingError
+from ..errors import ArchsearchError, TrainingCutOff, TrainingError
 from ..rundir import write_atomic
 from ..settings import RunSettings
 from ..train.candidate import Trainer
@@ -90,10 +90,12 @@ def _train(driver: StudyDriver, trainer: Trainer, cand: Candidate, prune: bool) 
         with st.Heartbeat(driver.study, lambda: [cand.trial]):
             out = trainer.train_grids(
                 cand.config, weights=driver.weights_path(cand), on_epoch=on_epoch,
-                seed_offset=cand.seed_offset, schedule=cand.schedule,
+                seed_offset=cand.seed_offset, schedule=cand.schedule, deadline=cand.deadline,
             )  # fmt: skip
     except optuna.TrialPruned as e:
         driver.fail(cand, str(e), pruned=True)
+    except TrainingCutOff as e:
+        driver.cut_off(cand, str(e))
     except CandidateOOMError as e:
         driver.out_of_memory(cand, str(e))
     except TrainingError as e:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,33 +12,12 @@ import torch
 from ..config import ArchConfig
 from ..models import build_model
 from .data import ImageData
+from .multires import train_multires
+from .outcome import GridRows, TrainOutcome, trial_seed
 from .proxy import ProxySchedule, train_proxy
 from .weights import save_weights
 
-__all__ = ["GridRows", "TrainOutcome", "Trainer", "trial_seed"]
-
-
-def trial_seed(seed: int, archid: str) -> int:
-    """Per-candidate seed: the same architecture under the same run seed trains identically."""
-    digest = hashlib.sha1(f"{seed}:{archid}".encode()).hexdigest()
-    return int(digest[:8], 16) & 0x7FFFFFFF
-
-
-@dataclass
-class TrainOutcome:
-    """What one proxy training produced."""
-
-    accuracy: float
-    val_images: int
-    epochs: int
-    train_seconds: float
-    history: list[float] = field(default_factory=list)
-    weights: Path | None = None
-
-
-#: What one training produced, per architecture it stands for: ``(config, outcome)`` pairs (one
-#: pair, except for a LookupViT multi-resolution training: one per compressed grid).
-GridRows = list[tuple[ArchConfig, TrainOutcome]]
+__all__ = ["GridRows", "TrainOutcome", "Trainer", "trial_seed"]  # outcome types re-exported
 
 
 @dataclass
@@ -69,9 +47,11 @@ class Trainer:
         on_epoch: Callable[[int, float], None] | None = None,
         seed_offset: int = 0,
         schedule: ProxySchedule | None = None,
+        deadline: float | None = None,
     ) -> TrainOutcome:
         """Train ``config`` (by ``schedule``, default the trainer's; with the run seed plus
-        ``seed_offset``); save the weights to ``weights`` (atomically) when given."""
+        ``seed_offset``); save the weights to ``weights`` (atomically) when given; stop with
+        :class:`~archsearch.errors.TrainingCutOff` once ``time.time()`` passes ``deadline``."""
         data = self.data
         sched = schedule or self.schedule
         seed = trial_seed(self.seed + seed_offset, config.archid)
@@ -82,7 +62,10 @@ class Trainer:
             in_chans=data.in_chans,
             img_size=sched.img_size or data.img_size,
         )
-        result = train_proxy(model, data, sched, device=self.device, seed=seed, on_epoch=on_epoch)
+        result = train_proxy(
+            model, data, sched, device=self.device, seed=seed, on_epoch=on_epoch,
+            deadline=deadline,
+        )  # fmt: skip
         if weights is not None:
             weights.parent.mkdir(parents=True, exist_ok=True)
             save_weights(model.cpu(), weights)
@@ -103,12 +86,12 @@ class Trainer:
         on_epoch: Callable[[int, float], None] | None = None,
         seed_offset: int = 0,
         schedule: ProxySchedule | None = None,
+        deadline: float | None = None,
     ) -> GridRows:
         """:meth:`train`, or for a LookupViT multi-resolution ``config`` one training scored at
         every grid of its set (:func:`~archsearch.train.multires.train_multires`)."""
-        from .multires import is_multires, train_multires
-
         kw: dict[str, Any] = dict(weights=weights, on_epoch=on_epoch, seed_offset=seed_offset)
-        if is_multires(config):
+        kw["deadline"] = deadline
+        if config.stages[0].lookup_multires:
             return train_multires(self, config, schedule=schedule, **kw).rows()
         return [(config, self.train(config, schedule=schedule, **kw))]

@@ -54,6 +54,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
@@ -66,7 +67,8 @@ from ..layers.lookup import attach_multires
 from ..models import build_model
 from ..models._common import token_grid
 from ..stats import accuracy_se
-from .candidate import Trainer, TrainOutcome, trial_seed
+from .data import ImageData
+from .outcome import TrainOutcome, trial_seed
 from .proxy import ProxySchedule, train_proxy
 from .weights import save_weights
 
@@ -82,6 +84,17 @@ __all__ = [
 ]
 
 log = get_logger("train.multires")
+
+
+class TrainerLike(Protocol):
+    """What :func:`train_multires` uses of :class:`archsearch.train.candidate.Trainer`."""
+
+    data: ImageData
+    schedule: ProxySchedule
+    device: torch.device
+    seed: int
+
+    def val_images(self, schedule: ProxySchedule | None = None) -> int: ...
 
 
 def is_multires(config: ArchConfig) -> bool:
@@ -201,13 +214,14 @@ class MultiresOutcome:
 
 
 def train_multires(
-    trainer: Trainer,
+    trainer: TrainerLike,
     config: ArchConfig,
     *,
     weights: Path | None = None,
     on_epoch: Callable[[int, float], None] | None = None,
     seed_offset: int = 0,
     schedule: ProxySchedule | None = None,
+    deadline: float | None = None,
 ) -> MultiresOutcome:
     """Train a multi-resolution ``config`` once and score it at every grid of its set.
 
@@ -256,6 +270,7 @@ def train_multires(
         seed=seed,
         on_epoch=epoch_done,
         on_trained=score_grids,
+        deadline=deadline,
     )
     if weights is not None:
         weights.parent.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._logging import get_logger
-from ..errors import ConfigError, DataError, TrainingError
+from ..errors import ConfigError, DataError, TrainingCutOff, TrainingError
 from ..layers.attention import fast_paths_in_eval
 from .augment import affine, epoch_batches, normalise, resize_u8
 from .data import ImageData
@@ -193,6 +193,7 @@ def train_proxy(
     seed: int,
     on_epoch: Callable[[int, float], None] | None = None,
     on_trained: Callable[[Callable[[], float]], None] | None = None,
+    deadline: float | None = None,
 ) -> ProxyResult:
     """Train ``model`` in place on ``data`` under ``schedule``; report validation top-1.
 
@@ -210,12 +211,14 @@ def train_proxy(
         on_trained: called once after the last epoch as ``on_trained(score)``; ``score()`` is
             the validation top-1 of the model as it is then (the per-epoch evaluation's images
             and settings), so the caller can score variants, e.g. LookupViT's other grids.
+        deadline: a ``time.time()`` after which training stops at the next batch.
 
     Returns:
         The final accuracy, per-epoch history and timings.
 
     Raises:
         TrainingError: the loss became non-finite, or the model is unusable.
+        TrainingCutOff: ``deadline`` passed before training finished.
         CandidateOOMError: the candidate ran out of device or host memory.
     """
     dev = device if isinstance(device, torch.device) else select_device(device)
@@ -226,7 +229,7 @@ def train_proxy(
         else:
             rng = torch.random.fork_rng(devices=[])
         with rng:
-            return _train(model, data, schedule, dev, seed, on_epoch, on_trained)
+            return _train(model, data, schedule, dev, seed, on_epoch, on_trained, deadline)
     except MemoryError:
         oom = "host memory exhausted"
     except RuntimeError as e:  # torch.cuda.OutOfMemoryError is a RuntimeError
@@ -269,6 +272,7 @@ def _train(
     seed: int,
     on_epoch: Callable[[int, float], None] | None,
     on_trained: Callable[[Callable[[], float]], None] | None = None,
+    deadline: float | None = None,
 ) -> ProxyResult:
     start = time.perf_counter()
     _seed_all(dev, seed)
@@ -312,6 +316,10 @@ def _train(
         checked = 0
         batches = epoch_batches(train_x, train_y, scaling, bs, pad, s, gen, channels_last)
         for i, (xb, yb) in enumerate(batches):
+            if deadline is not None and time.time() > deadline:
+                raise TrainingCutOff(
+                    f"cut off by --timeout in epoch {epoch} of {s.epochs}, batch {i + 1} of {steps}"
+                )
             lr = s.lr * lr_factor(step, total, warmup, s.min_lr_ratio)
             for g in opt.param_groups:
                 g["lr"] = lr
