@@ -24,25 +24,9 @@ def _dev(value: float, published: float | None) -> str:
 
 # ---------------------------------------------------------------------------- models
 def cmd_models(args: argparse.Namespace) -> int:
-    from .cost import count
-    from .models import PUBLISHED, create_reference, reference_names
+    from .counting import reference_records
 
-    records: list[dict[str, Any]] = []
-    for name in reference_names():
-        rep = count(create_reference(name, num_classes=1000), img_size=224)
-        pub = PUBLISHED[name]
-        records.append(
-            {
-                "name": name,
-                "params": rep.params,
-                "backbone_params": rep.backbone_params,
-                "macs": rep.macs,
-                "published_params": None if pub.params is None else round(pub.params * 1e6),
-                "published_macs": None if pub.macs is None else round(pub.macs * 1e9),
-                "published_scope": pub.scope,
-                "source": pub.source,
-            }
-        )
+    records = reference_records(sys.stderr)
     if args.format == "json":
         _out(json.dumps(records, indent=2))
         return 0
@@ -80,19 +64,24 @@ def cmd_models(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- count
 def cmd_count(args: argparse.Namespace) -> int:
     from .cost import count, resolve_target
+    from .counting import count_target, find_export
 
-    model = resolve_target(
-        args.target, num_classes=args.num_classes, in_chans=args.in_chans, img_size=args.img_size
+    exported = find_export(args.target)
+    given = {"img_size": args.img_size, "in_chans": args.in_chans, "num_classes": args.num_classes}
+    size = count_target(given, exported)
+    model = exported.build(**size) if exported else resolve_target(args.target, **size)
+    rep = count(
+        model, img_size=size["img_size"], in_chans=size["in_chans"], num_classes=size["num_classes"]
     )
-    rep = count(model, img_size=args.img_size, in_chans=args.in_chans, num_classes=args.num_classes)
     if args.format == "json":
         d = rep.to_dict()
         d["target"] = args.target
         _out(json.dumps(d, indent=2))
         return 0
     _out(
-        f"{args.target} at {args.in_chans}x{args.img_size}x{args.img_size}, "
-        f"{args.num_classes} classes"
+        f"{args.target} at {size['in_chans']}x{size['img_size']}x{size['img_size']}, "
+        f"{size['num_classes']} classes"
+        + ("" if exported is None else f" (trained at {exported.trained_at()})")
     )
     _out(
         f"params {rep.params:,} ({_m(rep.params)}M), backbone {rep.backbone_params:,}; "
@@ -260,11 +249,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "target",
         metavar="TARGET",
-        help="reference design name, config file (.json/.yaml) or timm:<model name>",
+        help="reference design name, config file (.json/.yaml), timm:<model name>, or an "
+        "exported model folder (archsearch export) or its config.json",
     )
-    c.add_argument("--img-size", type=int, default=224)
-    c.add_argument("--in-chans", type=int, default=3)
-    c.add_argument("--num-classes", type=int, default=1000)
+    export = "an exported folder: its run's cost target"
+    c.add_argument("--img-size", type=int, help=f"input side (default 224; {export})")
+    c.add_argument("--in-chans", type=int, help=f"input channels (default 3; {export})")
+    c.add_argument("--num-classes", type=int, help=f"classes (default 1000; {export})")
     c.add_argument("--format", choices=["table", "json"], default="table")
     c.set_defaults(func=cmd_count)
 
