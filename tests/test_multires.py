@@ -266,6 +266,7 @@ def test_a_sampled_sibling_grid_reuses_the_shared_training(mr_run: Path) -> None
     trainings = t[(t["state"] == "COMPLETE") & t["reused_from"].isna() & t["trained_with"].isna()]
     assert len(trainings) == 1
     assert t["reused_from"].notna().sum() >= 1
+    assert (t.loc[t["reused_from"].notna(), "train_seconds"] == 0).all()  # repeats train nothing
 
 
 def test_export_of_a_grid_design_names_its_grid_and_runs_at_the_others(

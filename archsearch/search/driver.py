@@ -37,7 +37,8 @@ __all__ = ["Candidate", "Progress", "StudyDriver", "describe"]
 
 log = get_logger("driver")
 
-#: Trial attributes that are the result of an evaluation (copied onto a repeat).
+#: Trial attributes that are the result of an evaluation (copied onto a repeat; its
+#: ``train_seconds`` is then set to 0: it trained nothing).
 RESULT_ATTRS = (
     "feasible",
     "params",
@@ -343,6 +344,7 @@ class StudyDriver:
             if k in done.user_attrs:
                 trial.set_user_attr(k, done.user_attrs[k])
         trial.set_user_attr("reused_from", done.number)
+        trial.set_user_attr("train_seconds", 0.0)  # a repeat trains nothing (the time is done's)
         cons = done.system_attrs.get(CONSTRAINTS_KEY) or list(done.constraints.values())
         trial.storage.set_trial_system_attr(trial._trial_id, CONSTRAINTS_KEY, cons)
         self.study.tell(trial, done.values)
