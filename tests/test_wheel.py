@@ -42,6 +42,11 @@ def test_wheel_install_runs_a_search_from_another_directory(tmp_path: Path) -> N
         cwd=work, capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     assert where.startswith(site), where  # the installed copy, not the source tree
+    version = subprocess.run(
+        [str(py), "-m", "archsearch", "--version"], cwd=work, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert version.returncode == 0 and version.stdout.startswith("archsearch "), version
     res = subprocess.run(
         [str(py), "-m", "archsearch.cli", "run", "--budget", "100K-params", "--space", "tiny",
          "--dataset", "synthetic", "--epochs", "1", "--subset", "128", "--batch-size", "64",
