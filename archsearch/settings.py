@@ -136,9 +136,18 @@ class RunSettings:
         group="ray",
         backend="ray",
     )
+    storage_path: str | None = _opt(
+        None,
+        "Ray Tune's storage, through which trials hand their weights back (checkpoints): a "
+        "folder every node reaches at the same path (NFS) or a pyarrow URI such as "
+        "s3://BUCKET/PATH (default: RUN_DIR/ray, enough on one machine)",
+        group="ray",
+        backend="ray",
+    )
     gpus_per_trial: float | None = _opt(
         None,
-        "GPUs per trial (default: 1 if the cluster has GPUs, else 0)",
+        "GPUs per trial; also picks the proxy tier: > 0 the GPU schedule, 0 the CPU one "
+        "(default: 1 if the cluster has GPUs, else 0; the tier then follows this machine)",
         type=float,
         group="ray",
         backend="ray",

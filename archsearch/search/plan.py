@@ -39,6 +39,7 @@ __all__ = [
     "OBJECTIVES",
     "Plan",
     "prepare",
+    "proxy_tier",
     "resolve",
     "parse_objectives",
     "fingerprint",
@@ -192,6 +193,17 @@ def _versions() -> dict[str, str]:
     }
 
 
+def proxy_tier(s: RunSettings, device: torch.device) -> torch.device:
+    """The device whose proxy schedule tier (and search defaults) the run gets: on the Ray
+    backend what each trial is given (``--gpus-per-trial`` > 0: the GPU tier, 0: the CPU tier),
+    otherwise, and while ``--gpus-per-trial`` is left to the cluster, this machine's ``device``.
+    Explicit schedule options (``--epochs``, ``--subset`` ...) override the tier's values."""
+    gpus = s.gpus_per_trial
+    if s.backend != "ray" or isinstance(gpus, bool) or not isinstance(gpus, int | float):
+        return device
+    return torch.device("cuda" if gpus > 0 else "cpu")
+
+
 def check_budget_reachable(space: SearchSpace, budget: Budget, target: CostTarget) -> None:
     """Refuse a budget that even the cheapest member of the space exceeds."""
 
@@ -278,8 +290,9 @@ def resolve(settings: RunSettings) -> Plan:
         "img_size": s.proxy_img_size,
         "compile": s.compile or None,
     }
+    tier = proxy_tier(s, device)
     schedule = ProxySchedule.for_device(
-        device, **{k: v for k, v in overrides.items() if v is not None}
+        tier, **{k: v for k, v in overrides.items() if v is not None}
     )
     data = load_dataset(s.dataset, data_dir=s.data_dir, download=s.download, split_seed=s.seed)
     have = int(data.train_x.shape[0])
@@ -289,7 +302,7 @@ def resolve(settings: RunSettings) -> Plan:
         )
     levels = 1 if s.fidelity == "single" else s.rungs
     rungs = Rungs(schedule, have, levels=levels, eta=s.eta, mode=s.fidelity)
-    defaults = CPU_DEFAULTS if device.type == "cpu" else GPU_DEFAULTS
+    defaults = CPU_DEFAULTS if tier.type == "cpu" else GPU_DEFAULTS
     trials = s.trials if s.trials is not None else int(defaults["trials"] or 0)
     timeout = s.timeout if s.timeout is not None else defaults["timeout"]
     baselines = [n for n in reference_names() if s.baselines and _fits(n, budget, target)]

@@ -8,8 +8,13 @@ and reach a worker (and a GPU). Workers train by the proxy schedule and report e
 the study and writes the run folder. The journal is the state of record: the same command resumes
 an interrupted run.
 
-Workers write weights to ``RUN_DIR/weights`` directly: on a multi-node cluster the run directory
-must be on a filesystem shared by all nodes. Ray Tune's own logs go to ``RUN_DIR/ray``.
+Nothing on a worker writes into the run folder: a worker fetches the dataset from Ray's object
+store, saves the weights into a temporary folder of its own and reports it as a Ray Tune
+checkpoint, which Ray copies to its storage (``--storage-path``: a folder every node reaches or an
+object-store URI; by default ``RUN_DIR/ray``, enough on one machine). The driver copies the weights
+from there into ``RUN_DIR/weights`` before it tells the study. A trial whose node is lost is
+retried by Ray on another node; a node that cannot load the dataset or write the storage ends the
+run with a one-line error naming it.
 """
 
 from __future__ import annotations
@@ -20,98 +25,38 @@ import math
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import optuna
 import ray
-import torch
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
+from ray.tune.stopper import Stopper
 
 from .._logging import get_logger
-from ..config import ArchConfig
-from ..errors import ArchsearchError, ConfigError, TrainingError
-from ..train.candidate import GridRows, Trainer, TrainOutcome
-from ..train.data import ImageData
-from ..train.device import available_cpus, configure_threads
-from ..train.proxy import CandidateOOMError, ProxySchedule
+from ..errors import ArchsearchError, ConfigError, DataError
+from ..train.device import available_cpus
+from . import ray_trial as rt
 from . import study as st
 from .driver import RUNNING, Candidate, Progress, StudyDriver
 from .local import open_run_study, start_run
-from .plan import OBJECTIVES, Plan
+from .plan import OBJECTIVES, Plan, proxy_tier
 
 __all__ = ["run_ray"]
 
 log = get_logger("ray")
 
 _NEW_OUTPUT = "RAY_AIR_NEW_OUTPUT"
-
-
-@dataclasses.dataclass(frozen=True)
-class _Setup:
-    """What a worker needs besides the dataset (sent once through the object store)."""
-
-    schedule: ProxySchedule
-    seed: int
-    device: str
-    threads: int
-
-
-def _trainable(spec: dict[str, Any], setup: _Setup, data: ImageData) -> None:
-    """Ray Tune function trainable: train one feasible candidate, reporting every epoch."""
-    device = torch.device(setup.device)
-    if device.type == "cpu":
-        configure_threads(setup.threads)
-    trainer = Trainer(data, setup.schedule, device, setup.seed)
-    schedule = ProxySchedule(**spec["schedule"]) if spec.get("schedule") else None
-    costs = spec["costs"]
-
-    def on_epoch(epoch: int, accuracy: float) -> None:
-        tune.report({"epoch": epoch, "proxy_accuracy": accuracy, **costs})
-
-    config = ArchConfig.from_json(spec["config"])
-    try:
-        weights = Path(spec["weights"]) if spec["weights"] else None
-        rows = trainer.train_grids(
-            config, weights=weights, on_epoch=on_epoch, schedule=schedule,
-            seed_offset=spec["seed_offset"],
-        )  # fmt: skip
-    except CandidateOOMError as e:
-        tune.report({"proxy_accuracy": 0.0, **costs, "oom": str(e)})
-        return
-    except Exception as e:  # recorded as a failed trial; the search goes on (stops are SystemExit)
-        if not isinstance(e, TrainingError):
-            log.exception("trial %s failed", spec["number"])
-        msg = str(e) if isinstance(e, TrainingError) else f"{type(e).__name__}: {e}"
-        tune.report({"proxy_accuracy": 0.0, **costs, "failed": msg})
-        return
-    own = next(o for c, o in rows if c.archid == config.archid)
-    final = [
-        {**dataclasses.asdict(o), "weights": str(o.weights) if o.weights else None,
-         "config": c.to_json()}
-        for c, o in rows
-    ]  # fmt: skip
-    tune.report({"proxy_accuracy": own.accuracy, **costs, "outcome": json.dumps(final)})
-
-
-def _outcome(text: str, root: Path) -> GridRows:
-    """The worker's ``(config, outcome)`` rows; weights paths made relative to the run folder."""
-    rows = []
-    for data in json.loads(text):
-        config = ArchConfig.from_json(data.pop("config"))
-        weights = data.pop("weights")
-        path = root / Path(weights).relative_to(root.resolve()) if weights else None
-        rows.append((config, TrainOutcome(**data, weights=path)))
-    return rows
+#: Times Ray starts a trial again after its worker or node was lost (then it is a failed trial).
+_RETRIES = 2
 
 
 class _StudySearcher(OptunaSearch):
     """OptunaSearch over the run's own study, deciding through the study driver."""
 
-    def __init__(self, driver: StudyDriver) -> None:
+    def __init__(self, driver: StudyDriver, storage: str) -> None:
         plan = driver.plan
         cols = [OBJECTIVES[o][0] for o in plan.objectives]
         modes = ["max" if OBJECTIVES[o][1] == "maximize" else "min" for o in plan.objectives]
@@ -121,6 +66,11 @@ class _StudySearcher(OptunaSearch):
         self.baselines = self.driver.baselines_left()
         self.ready: list[optuna.Trial] = []  # waiting trials whose original did not complete
         self.running: dict[str, Candidate] = {}
+        self.storage = storage  # Ray's storage path, for messages
+        self.checkpoints: dict[str, Any] = {}  # trial id -> its last checkpoint (see _Checkpoints)
+        self.nodes: dict[str, str] = {}  # trial id -> the node it last reported from
+        #: a node could not do its part: the run ends with this error (see _Fatal)
+        self.fatal: ArchsearchError | None = None
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles its config; the journal is the state
         return {"_metric": self._metric, "_mode": self._mode}
@@ -136,6 +86,8 @@ class _StudySearcher(OptunaSearch):
         """Nothing to restore: a new run reopens the study journal."""
 
     def _next(self) -> Candidate | str | None:
+        if self.fatal is not None:
+            return Searcher.FINISHED
         if self.ready:
             return self.driver.retry(self.ready.pop(0))
         if self.baselines:
@@ -168,13 +120,16 @@ class _StudySearcher(OptunaSearch):
                 "number": cand.number,
                 "archid": cand.config.archid,
                 "config": cand.config.to_json(),
-                "weights": str(weights.resolve()) if weights else None,
+                "weights": weights.name if weights else None,  # a file name in the checkpoint
                 "schedule": dataclasses.asdict(cand.schedule) if cand.schedule else None,
                 "seed_offset": cand.seed_offset,
+                "deadline": cand.deadline,
                 "costs": costs,
             }
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        if "node_id" in result:
+            self.nodes[trial_id] = f"node {result.get('hostname')} (id {result['node_id'][:12]})"
         cand = self.running.get(trial_id)
         if "epoch" in result and cand is not None:
             epochs = (cand.schedule or self.plan.schedule).epochs
@@ -185,23 +140,68 @@ class _StudySearcher(OptunaSearch):
     ) -> None:
         self._ot_trials.pop(trial_id, None)
         cand = self.running.pop(trial_id, None)
-        if cand is None:
-            return
-        result = result or {}
+        checkpoint = self.checkpoints.pop(trial_id, None)
+        node = self.nodes.pop(trial_id, None)
+        if cand is not None:
+            self._settle(trial_id, cand, result or {}, error, checkpoint, node)
+            self.ready.extend(self.driver.settle_waiting(cand.config.archid))
+        rt.discard(checkpoint)
+
+    def _settle(
+        self,
+        trial_id: str,
+        cand: Candidate,
+        result: dict[str, Any],
+        error: bool,
+        checkpoint: Any,
+        node: str | None,
+    ) -> None:
+        """Tell the driver how the trial ended."""
         if "outcome" in result:
-            self.driver.complete(cand, _outcome(result["outcome"], self.plan.run.root))
+            self._complete(cand, result["outcome"], checkpoint)
+        elif "data_error" in result:
+            self._stop(cand, DataError(result["data_error"]))
+        elif "storage_error" in result:
+            msg = f"--storage-path {self.storage}: expected a folder or URI every node can write, "
+            self._stop(cand, ArchsearchError(msg + f"but {result['storage_error']}"))
+        elif "cutoff" in result:
+            self.driver.cut_off(cand, result["cutoff"])
         elif "oom" in result:
             self.driver.out_of_memory(cand, result["oom"])
         elif "failed" in result:
             self.driver.fail(cand, result["failed"])
         elif error:
-            self.driver.fail(cand, f"Ray trial {trial_id} failed (log under ray/)")
+            where = f" on {node}" if node else ""
+            msg = f"Ray trial {trial_id} failed{where} {_RETRIES + 1} times (log in {self.storage})"
+            self.driver.fail(cand, msg)
         elif "epoch" in result:
             msg = f"stopped by ASHA after epoch {result['epoch']} at accuracy "
             self.driver.fail(cand, msg + f"{result['proxy_accuracy']:.4f}", pruned=True)
         else:
             self.driver.fail(cand, "stopped by Ray Tune before its first epoch", pruned=True)
-        self.ready.extend(self.driver.settle_waiting(cand.config.archid))
+
+    def _complete(self, cand: Candidate, outcome: str, checkpoint: Any) -> None:
+        """Copy the trial's weights from its checkpoint into the run folder, then record it."""
+        name, dest = rt.kept_weights(outcome), self.driver.weights_path(cand)
+        if name and dest:
+            if checkpoint is None:
+                self.driver.fail(cand, "trained, but no checkpoint with its weights came back")
+                return
+            try:
+                rt.fetch_weights(checkpoint, name, dest)
+            except Exception as e:
+                where = f"{checkpoint.path} (--storage-path {self.storage})"
+                self._stop(
+                    cand, ArchsearchError(f"cannot read the weights of {where}: {rt.one_line(e)}")
+                )
+                return
+        self.driver.complete(cand, rt.outcome_rows(outcome, dest if name else None))
+
+    def _stop(self, cand: Candidate, error: ArchsearchError) -> None:
+        """A node could not do its part: queue the trial again and end the run with ``error``."""
+        self.driver.interrupt(cand.trial)
+        if self.fatal is None:
+            self.fatal = error
 
     def abandon(self) -> int:
         """Mark trials still in flight as interrupted and queue them again (as a crash would)."""
@@ -210,10 +210,40 @@ class _StudySearcher(OptunaSearch):
         for trial in left:
             self.driver.interrupt(trial)
         self.running.clear()
+        for checkpoint in self.checkpoints.values():
+            rt.discard(checkpoint)
+        self.checkpoints.clear()
         self._ot_trials.clear()
         self.ready.clear()
         self.driver.waiting.clear()
         return len(left)
+
+
+class _Checkpoints(tune.Callback):
+    """Hands each trial's checkpoint to the searcher (Tune passes checkpoints to callbacks only;
+    a trial's last one arrives before the searcher hears that it completed)."""
+
+    def __init__(self, searcher: _StudySearcher) -> None:
+        self.searcher = searcher
+
+    def on_checkpoint(self, iteration: int, trials: Any, trial: Any, checkpoint: Any, **info: Any):
+        old = self.searcher.checkpoints.get(trial.trial_id)
+        if old is not None and old.path != checkpoint.path:  # a retried trial's earlier one
+            rt.discard(old)
+        self.searcher.checkpoints[trial.trial_id] = checkpoint
+
+
+class _Fatal(Stopper):
+    """Ends the experiment once a node could not do its part (``_StudySearcher.fatal``)."""
+
+    def __init__(self, searcher: _StudySearcher) -> None:
+        self.searcher = searcher
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.searcher.fatal is not None
 
 
 def _number(x: Any) -> bool:
@@ -228,6 +258,8 @@ def _check_options(opts: Any) -> None:
         raise ConfigError(f"--gpus-per-trial: expected a number >= 0, got {g!r}")
     if m is not None and not (isinstance(m, int) and not isinstance(m, bool) and m >= 1):
         raise ConfigError(f"--max-concurrent: expected an integer >= 1, got {m!r}")
+    if opts.storage_path is not None:
+        rt.check_storage_path(opts.storage_path)
 
 
 def _connect(address: str | None) -> bool:
@@ -264,6 +296,21 @@ def _resources(plan: Plan, local: bool) -> tuple[float, float, int]:
     return cpus, gpus, limit
 
 
+def _warn_tier(plan: Plan, gpus: float) -> None:
+    """Say so when trials get GPUs but the proxy schedule is the CPU tier, or the reverse
+    (``--gpus-per-trial`` left to the cluster and no explicit ``--epochs``/``--subset``)."""
+    s = plan.settings
+    if s.gpus_per_trial is not None or s.epochs is not None or s.subset is not None:
+        return
+    tier = proxy_tier(s, plan.device).type
+    if (gpus > 0) != (tier != "cpu"):
+        log.warning(
+            "trials get %g GPUs but the proxy schedule is the %s tier, chosen from this machine's "
+            "device; give --gpus-per-trial to choose it from the trials' resources",
+            gpus, "CPU" if tier == "cpu" else "GPU",
+        )  # fmt: skip
+
+
 def _trial_name(trial: Any) -> str:
     return f"trial{trial.config['number']:05d}"
 
@@ -297,17 +344,20 @@ def run_ray(
     started_ray = _connect(opts.ray_address)
     try:
         cpus, gpus, limit = _resources(plan, local=started_ray and not opts.ray_address)
+        _warn_tier(plan, gpus)
+        storage = rt.storage_path(opts.storage_path, plan.run_dir)
         if study is None:
             start_run(plan)
             study = open_run_study(plan)
             recovered = st.recover_interrupted(study)
             if recovered:
                 log.info("re-queued interrupted trials %s", recovered)
-        searcher = _StudySearcher(driver(plan, study, progress))
+        searcher = _StudySearcher(driver(plan, study, progress), storage)
         device = "cuda" if gpus > 0 else ("cpu" if plan.device.type == "cuda" else str(plan.device))
-        setup = _Setup(plan.schedule, opts.seed, device, threads=max(1, int(cpus)))
+        setup = rt.Setup(plan.schedule, opts.seed, device, threads=max(1, int(cpus)))
+        shipped = rt.ship(plan.data)
         trainable = tune.with_resources(
-            tune.with_parameters(_trainable, setup=setup, data=plan.data),
+            tune.with_parameters(rt.trainable, setup=setup, data=shipped),
             {"cpu": cpus, "gpu": gpus},
         )
         epochs = plan.schedule.epochs
@@ -316,7 +366,9 @@ def run_ray(
             scheduler = ASHAScheduler(
                 metric="proxy_accuracy", mode="max", max_t=epochs + 1, reduction_factor=2
             )
-        log.info("Ray: %g CPUs and %g GPUs per trial, up to %d at once", cpus, gpus, limit)
+        log.info("Ray: %g CPUs and %g GPUs per trial, up to %d at once, storage %s", cpus, gpus,
+                 limit, storage)  # fmt: skip
+        name = time.strftime("tune-%Y%m%d-%H%M%S")
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
@@ -329,9 +381,12 @@ def run_ray(
                 trial_dirname_creator=_trial_name,
             ),
             run_config=tune.RunConfig(
-                name=time.strftime("tune-%Y%m%d-%H%M%S"),
-                storage_path=str((plan.run_dir / "ray").resolve()),
+                name=f"{plan.run_dir.resolve().name}-{name}" if opts.storage_path else name,
+                storage_path=storage,
                 verbose=0,
+                callbacks=[_Checkpoints(searcher)],
+                stop=_Fatal(searcher),
+                failure_config=tune.FailureConfig(max_failures=_RETRIES),
             ),
         )
         progress.start(plan, st.counted_trials(study))
@@ -347,6 +402,8 @@ def run_ray(
                 os.environ.pop(_NEW_OUTPUT, None)
             else:
                 os.environ[_NEW_OUTPUT] = saved
+        if searcher.fatal is not None:
+            raise searcher.fatal
         if left:
             raise KeyboardInterrupt(f"{left} Ray trials interrupted")
     finally:
