@@ -60,6 +60,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TRIALS_COMMIT = "cff1223c2f6986845511f2999f045e9a5119d4dc"
 TRIALS = "results/default-3.5M-params/trials.csv"
 CACHE = ROOT / "benchmarks" / ".cache" / "fidelity"
+CURVE = ROOT / "docs" / "img" / "proxy_tau.png"
 PROTOCOL = "fidelity-v1"  # bump to invalidate cached runs when the protocol changes
 DATASET, SPLIT_SEED = "fashion-mnist", 0
 #: The reference gets its own seed, so it shares no initial weights or batch order with any
@@ -515,6 +516,38 @@ def print_table(rows: list[Row]) -> None:
         )
 
 
+def plot_curve(rows: list[Row], path: Path) -> None:
+    """Rank fidelity against CPU minutes: every trained setting scored on the whole validation
+    split (the default), with its 95% interval; params and MACs as lines (no training)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 5.5), dpi=130)
+    trained = [r for r in rows if r.minutes > 0 and r.val_images == "6,000"]
+    for r in trained:
+        tau, lo, hi = r.tau
+        ax.errorbar(r.minutes, tau, yerr=[[tau - lo], [hi - tau]], fmt="o", capsize=4)
+        ax.annotate(f"{r.setting}, {r.variant}", (r.minutes, tau), textcoords="offset points",
+                    xytext=(6, 4), fontsize=8)  # fmt: skip
+    for r, style in zip([r for r in rows if r.minutes == 0], ("--", ":"), strict=False):
+        ax.axhline(r.tau[0], linestyle=style, color="gray", label=f"{r.setting}: {r.tau[0]:+.2f}")
+    ax.axhline(0.7, color="tab:red", linewidth=0.8, label="goal 0.7")
+    ax.set_xlabel("CPU minutes to rank the 12 designs (one thread)")
+    ax.set_ylabel("Kendall tau vs reference (95% bootstrap CI)")
+    ax.set_title("Proxy rank fidelity per CPU minute (bench_fidelity.py, 12 designs)")
+    ax.set_ylim(-0.4, 1.05)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+
+
 def write_calibration_csv(
     designs: list[Design],
     reference: Setting,
@@ -618,6 +651,9 @@ def main() -> None:
     print()
     if rows:
         print_table(rows)
+        if not args.quick:
+            plot_curve(rows, CURVE)
+            print(f"tau vs CPU minutes: {CURVE}")
     print("\n".join(lines))
     csv = args.cache / ("calibration-quick.csv" if args.quick else "calibration-default.csv")
     if write_calibration_csv(designs, reference, candidates[0], args.seeds, args.cache, csv):
