@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from .console import ConsoleProgress, _err, _m, _out, _table
 from .errors import ArchsearchError
@@ -228,8 +228,16 @@ def _version() -> str:
     return __version__
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error on one line like every other error, without the usage text (subcommand
+    parsers are made of this class too)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"archsearch: error: {' '.join(message.split())}; see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="archsearch",
         description="Block-level architecture search for lightweight vision transformers.",
     )
@@ -346,6 +354,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line(text: str) -> str:
+    """``text`` with line breaks (and any other unprintable character) escaped: an error quoting
+    what the user wrote (a key of a space file) stays on one line."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -354,11 +368,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ArchsearchError as e:
-        _err(f"archsearch: error: {e}")
+        _err(f"archsearch: error: {_one_line(str(e))}")
         return 2
     except KeyboardInterrupt:
         _err("archsearch: interrupted")
         return 130
+    except OSError as e:  # a full disk, a folder that became unwritable: what was written stays
+        where = f"to write {e.filename}" if e.filename else "a working disk"
+        _err(
+            f"archsearch: error: expected {where}, got {_one_line(e.strerror or str(e))}; "
+            "finished trials are kept: free the space and run the same command to resume"
+        )
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

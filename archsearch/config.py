@@ -336,28 +336,32 @@ class ArchConfig:
     def from_json(cls, text: str) -> ArchConfig:
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"config: expected JSON, got a parse error: {e}") from None
+        except (ValueError, RecursionError) as e:  # also too deep, or an integer too long
+            raise ConfigError(f"config: expected JSON, got a parse error: {_one_line(e)}") from None
         return cls.from_dict(data)
 
     @classmethod
     def from_yaml(cls, text: str) -> ArchConfig:
         try:
             data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            msg = str(e).replace("\n", " ")
-            raise ConfigError(f"config: expected YAML, got a parse error: {msg}") from None
+        except (yaml.YAMLError, ValueError, RecursionError) as e:  # as for JSON
+            raise ConfigError(f"config: expected YAML, got a parse error: {_one_line(e)}") from None
         return cls.from_dict(data)
 
     def replace(self, **changes: Any) -> ArchConfig:
         return dataclasses.replace(self, **changes)
 
 
+def _one_line(error: BaseException) -> str:
+    """An exception's message on one line."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 def _from_mapping(cls: Any, data: Any, path: str) -> Any:
     if not isinstance(data, dict):
         raise _fail(path, data, f"a mapping for {cls.__name__}")
     names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(names))
+    unknown = sorted(set(data) - set(names), key=str)  # YAML keys may be numbers or null too
     if unknown:
         raise ConfigError(
             f"{path}: unknown key {unknown[0]!r}; expected keys among {', '.join(names)}"

@@ -118,7 +118,7 @@ def count_target(given: dict[str, int | None], exported: Exported | None) -> dic
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:  # ValueError: JSON
         msg = " ".join(str(e).split()) or type(e).__name__
         raise CountError(f"{str(path)!r}: expected readable JSON, got {msg}") from None
 

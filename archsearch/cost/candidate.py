@@ -7,14 +7,23 @@ the meta device and counted by fvcore (and timed, when a latency is needed).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ..config import ArchConfig
+from ..errors import BudgetError
 from .analytic import estimate
 from .budget import Budget
 from .count import count
 
-__all__ = ["CostTarget", "CostRecord", "cost_candidate", "head_params"]
+__all__ = [
+    "CostTarget",
+    "CostRecord",
+    "cost_candidate",
+    "head_params",
+    "latency_floor",
+    "check_latency_reachable",
+]
 
 
 @dataclass(frozen=True)
@@ -111,3 +120,51 @@ def cost_candidate(
     )
     rec.count_seconds = time.perf_counter() - t0
     return rec
+
+
+def _design_floor(config: ArchConfig, target: CostTarget) -> float:
+    """:func:`archsearch.cost.latency.latency_floor_ms` of one design at ``target``."""
+    from ..models import build_model
+    from .latency import latency_floor_ms
+
+    t = target
+    model = build_model(config, num_classes=t.num_classes, in_chans=t.in_chans, img_size=t.img_size)
+    return latency_floor_ms(
+        model, img_size=t.img_size, in_chans=t.in_chans, batch_size=t.latency_batch
+    )
+
+
+def latency_floor(designs: Iterable[ArchConfig], target: CostTarget) -> float:
+    """A lower bound (ms) of the latency :func:`cost_candidate` measures for ``designs`` at
+    ``target``, or for any design of a space when they are the cheapest member of each of its
+    families (see :func:`archsearch.cost.latency.latency_floor_ms`: one thread's CPU time, split
+    over every core and divided by a safety margin). 0 when latency is timed on a GPU, for which
+    there is no such bound here, or without designs."""
+    if target.latency_device != "cpu":
+        return 0.0
+    return min((_design_floor(config, target) for config in designs), default=0.0)
+
+
+def check_latency_reachable(
+    space: str, designs: Iterable[ArchConfig], budget: Budget, target: CostTarget
+) -> None:
+    """Refuse a latency budget below :func:`latency_floor` of the space's cheapest members.
+
+    Args:
+        space: the space's name, for the message.
+        designs: the member with the fewest MACs of each family of the space.
+        budget: the run's budget (nothing is checked without a latency limit).
+        target: the deployment target latency is timed at.
+
+    Raises:
+        BudgetError: no design of the space can run within the budget's latency.
+    """
+    if budget.latency_ms is None:
+        return
+    floor = latency_floor(designs, target)
+    if floor > budget.latency_ms:
+        raise BudgetError(
+            f"every architecture in {space} takes at least {floor:.3g}ms per forward pass "
+            f"here (a lower bound from its cheapest members); budget {budget.text or budget} "
+            "cannot be met"
+        )

@@ -1,8 +1,10 @@
-"""Wall-clock latency of a forward pass, robust enough to serve as a search objective."""
+"""Wall-clock latency of a forward pass, robust enough to serve as a search objective, and a
+lower bound of it that no other process's load can raise (for refusing impossible budgets)."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -15,7 +17,7 @@ from .._logging import get_logger
 from ..errors import CountError
 from .count import _eval_mode, _first_param
 
-__all__ = ["LatencyReport", "measure_latency"]
+__all__ = ["LatencyReport", "measure_latency", "latency_floor_ms", "FLOOR_MARGIN", "max_threads"]
 
 _log = get_logger("cost.latency")
 
@@ -183,3 +185,96 @@ def _time_cuda(model: nn.Module, x: torch.Tensor, repeats: int, dev: torch.devic
             end.synchronize()
             times.append(float(start.elapsed_time(end)))
     return times
+
+
+#: Safety factor of :func:`latency_floor_ms`: the bound is this many times below the best
+#: single-thread time split perfectly over every thread. It covers what the split leaves out: a
+#: busy sibling hyperthread or shared cache inflating the CPU time measured (up to ~1.8x),
+#: kernels chosen per thread count, and members a little faster than the space's cheapest (random
+#: members of the built-in spaces were at most 1.25x faster, and all 6x above this bound or more).
+FLOOR_MARGIN = 3.0
+
+
+def max_threads() -> int:
+    """The most intra-op threads a run may time a candidate with: every CPU this process may
+    use (a run sets that many, split among its workers), or torch's setting if it is higher."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, cpus, torch.get_num_threads())
+
+
+def _fastest_cpu_pass_ms(model: nn.Module, x: torch.Tensor, repeats: int, seconds: float) -> float:
+    """The least CPU time one forward pass takes on one intra-op thread, in eval mode: two
+    untimed passes, then up to ``repeats`` timed ones (fewer once ``seconds`` have passed).
+    Timed by this thread's CPU clock, which stands still while the thread is descheduled."""
+    prev_threads = torch.get_num_threads()
+    best = float("inf")
+    try:
+        torch.set_num_threads(1)
+        with _eval_mode(model), torch.inference_mode():
+            for _ in range(2):
+                model(x)
+            deadline = time.monotonic() + seconds
+            for _ in range(repeats):
+                t0 = time.thread_time_ns()
+                model(x)
+                best = min(best, (time.thread_time_ns() - t0) / 1e6)
+                if time.monotonic() > deadline:
+                    break
+    finally:
+        torch.set_num_threads(prev_threads)
+    return best
+
+
+def latency_floor_ms(
+    model: nn.Module,
+    *,
+    img_size: int,
+    batch_size: int = 1,
+    in_chans: int = 3,
+    threads: int | None = None,
+    margin: float = FLOOR_MARGIN,
+    repeats: int = 10,
+    seconds: float = 2.0,
+) -> float:
+    """A lower bound of what :func:`measure_latency` reports for ``model`` on this machine's CPU.
+
+    The fastest pass on one intra-op thread is timed by the thread's CPU time, which a busy
+    machine cannot lengthen (it deschedules the thread instead). No run can do that work in
+    less than that time split over ``threads`` cores (default :func:`max_threads`); the bound is
+    that share divided by ``margin`` again (see :data:`FLOOR_MARGIN`). CPU only: a GPU's latency
+    has no such bound here.
+
+    Args:
+        model: the network (on the CPU).
+        img_size: input side.
+        batch_size: images per forward pass.
+        in_chans: input channels.
+        threads: the most threads a run times the model with.
+        margin: safety factor, at least 1.
+        repeats: timed passes at most.
+        seconds: stop timing passes after this long (at least one pass is timed).
+
+    Raises:
+        CountError: an argument is invalid or the model is not on the CPU.
+    """
+    _check_int("img_size", img_size, 1)
+    _check_int("batch_size", batch_size, 1)
+    _check_int("in_chans", in_chans, 1)
+    _check_int("repeats", repeats, 1)
+    if threads is not None:
+        _check_int("threads", threads, 1)
+    if not margin >= 1:
+        raise CountError(f"margin: expected a number >= 1, got {margin!r}")
+    reference = _first_param(model)
+    if reference is not None and reference.device.type != "cpu":
+        raise CountError(f"model: expected weights on the CPU, got {reference.device}")
+    dtype = reference.dtype if reference is not None and reference.is_floating_point() else None
+    x = torch.randn(batch_size, in_chans, img_size, img_size, dtype=dtype or torch.float32)
+    best = _fastest_cpu_pass_ms(model, x, repeats, seconds)
+    floor = best / ((threads or max_threads()) * margin)
+    _log.debug("latency floor of %s: %.3f ms (one thread: %.3f ms)", type(model).__name__,
+               floor, best)  # fmt: skip
+    return floor

@@ -22,7 +22,7 @@ import yaml
 from ..config import ArchConfig
 from ..cost.analytic import estimate
 from ..cost.budget import Budget, format_count, parse_budget
-from ..cost.candidate import CostTarget, head_params
+from ..cost.candidate import CostTarget, check_latency_reachable, head_params
 from ..errors import ArchsearchError, BudgetError, ConfigError
 from ..models import reference_config, reference_names
 from ..rundir import MARKER, RunDir
@@ -205,7 +205,8 @@ def proxy_tier(s: RunSettings, device: torch.device) -> torch.device:
 
 
 def check_budget_reachable(space: SearchSpace, budget: Budget, target: CostTarget) -> None:
-    """Refuse a budget that even the cheapest member of the space exceeds."""
+    """Refuse a budget that even the cheapest member of the space exceeds (latency: a lower
+    bound timed on the member with the fewest MACs of each family)."""
 
     def cost(cfg: ArchConfig, params: bool) -> float:
         est = estimate(
@@ -223,6 +224,10 @@ def check_budget_reachable(space: SearchSpace, budget: Budget, target: CostTarge
                 f"the smallest architecture in {space.name} has {format_count(smallest)} {unit}; "
                 f"budget {budget.text or budget} cannot be met"
             )
+    if budget.latency_ms is not None:
+        macs = functools.partial(cost, params=False)
+        fewest = [SearchSpace(n, {n: b}).cheapest(macs)[0] for n, b in space.branches.items()]
+        check_latency_reachable(space.name, fewest, budget, target)
 
 
 def _fits(name: str, budget: Budget, target: CostTarget) -> bool:

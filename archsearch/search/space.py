@@ -264,7 +264,7 @@ def _parse_branch(path: Path, name: str, data: Any) -> Branch:
     unknown = set(data) - _META_KEYS - set(_TOP_KEYS)
     if unknown:
         allowed = ", ".join(sorted(_META_KEYS | set(_TOP_KEYS)))
-        raise _err(path, sorted(unknown)[0], f"unknown key; expected one of {allowed}")
+        raise _err(path, sorted(unknown, key=str)[0], f"unknown key; expected one of {allowed}")
     macro = data.get("macro")
     if macro not in ("hierarchical", "columnar"):
         raise _err(path, "macro", f"expected hierarchical or columnar, got {macro!r}")
@@ -287,10 +287,12 @@ def _parse_branch(path: Path, name: str, data: Any) -> Branch:
                 raise _err(path, f"{where}.{req}", "required key is missing")
         if ("heads" in s) == ("head_dim" in s):
             raise _err(path, where, "expected exactly one of heads or head_dim")
-        per = _choices(s.get("heads", s.get("head_dim")))
+        key = "heads" if "heads" in s else "head_dim"
+        per = _choices(s[key])
+        if min(per) < 1:
+            raise _err(path, f"{where}.{key}", f"expected integers >= 1, got {s[key]!r}")
         for dim, h in itertools.product(_choices(s["dim"]), per):
             if dim % h:
-                key = "heads" if "heads" in s else "head_dim"
                 raise _err(
                     path,
                     f"{where}.{key}",
@@ -326,8 +328,9 @@ def _parse_branch(path: Path, name: str, data: Any) -> Branch:
     return branch
 
 
-def load_space(spec: str | Path) -> SearchSpace:
-    """Load a space from a YAML file path or a built-in name (``default``, ``hierarchical``...)."""
+def load_space(spec: str | Path, *, branch: bool = False) -> SearchSpace:
+    """Load a space from a YAML file path or a built-in name (``default``, ``hierarchical``...);
+    ``branch``: the file is a branch of another space, so it has no branches itself."""
     path = Path(spec)
     if not path.suffix and not path.exists():
         path = SPACES_DIR / f"{spec}.yaml"
@@ -345,23 +348,27 @@ def load_space(spec: str | Path) -> SearchSpace:
         raise SpaceError(f"{path.name}: expected a readable UTF-8 YAML file, got {msg}") from None
     try:
         data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
+    except (yaml.YAMLError, ValueError, RecursionError) as e:  # too deep, an integer too long
         msg = " ".join(str(e).split())
         raise SpaceError(f"{path.name}: expected valid YAML, got a parse error: {msg}") from None
     if not isinstance(data, dict):
         raise SpaceError(f"{path.name}: expected a mapping at the top level, got {data!r}")
     name = str(data.get("name", path.stem))
+    if len(name.splitlines()) != 1:
+        raise _err(path, "name", f"expected a name on one line, got {name!r}")
     if "branches" in data:
+        if branch:
+            raise SpaceError(f"{path.name}: expected a space without branches (it is a branch)")
         extra = set(data) - {"name", "description", "branches"}
         if extra:
-            raise _err(path, sorted(extra)[0], "unknown key next to branches")
+            raise _err(path, sorted(extra, key=str)[0], "unknown key next to branches")
         raw = data["branches"]
         if not isinstance(raw, dict) or not raw:
             raise _err(path, "branches", f"expected a mapping of name -> space, got {raw!r}")
         branches = {}
         for bname, bdata in raw.items():
             if isinstance(bdata, str):  # a reference to another space file
-                sub = load_space(path.parent / bdata)
+                sub = load_space(path.parent / bdata, branch=True)
                 if len(sub.branches) != 1:
                     raise _err(path, f"branches.{bname}", "expected a space without branches")
                 bdata_branch = next(iter(sub.branches.values()))

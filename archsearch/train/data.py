@@ -382,13 +382,16 @@ def _synthetic(name: str, arg: str) -> tuple[torch.Tensor, torch.Tensor]:
     opts = dict(_SYNTH_DEFAULTS)
     for item in filter(None, arg.split(",")):
         key, _, value = item.partition("=")
-        if key not in opts or not value.lstrip("-").isdigit():
+        digits = value.lstrip("-")
+        if key not in opts or not digits.isdecimal() or len(digits) > 20:
             raise DataError(
                 f"{name}: expected options like classes=10,chans=1,size=28,n=2000,seed=0,"
                 f" got {item!r}"
             )
         opts[key] = int(value)
     k, c, s, n = opts["classes"], opts["chans"], opts["size"], opts["n"]
+    if not -(2**63) <= opts["seed"] < 2**64:
+        raise DataError(f"{name}: expected a seed in [-2**63, 2**64), got {opts['seed']}")
     if k < 2 or c < 1 or s < 4 or n < 2 * k:
         raise DataError(f"{name}: expected classes>=2, chans>=1, size>=4, n>=2*classes, got {opts}")
     g = torch.Generator().manual_seed(opts["seed"])

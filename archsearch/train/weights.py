@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 from torch import nn
@@ -24,7 +25,12 @@ def save_weights(
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(p) as tmp:
-        save_model(getattr(model, "_orig_mod", model), str(tmp), metadata=metadata)
+        try:
+            save_model(getattr(model, "_orig_mod", model), str(tmp), metadata=metadata)
+        except Exception as e:  # safetensors reports a failed write (a full disk) as its own type
+            if type(e).__name__ != "SafetensorError":
+                raise
+            raise OSError(errno.EIO, " ".join(str(e).split()), str(p)) from None
     return p
 
 
