@@ -27,8 +27,8 @@ data:
 	else echo "fashion-mnist: not installed and cannot apt-get here; pass --data-dir DIR with the IDX files" >&2; fi
 
 lint: $(STAMP)
-	$(BIN)/ruff check archsearch tests benchmarks
-	$(BIN)/ruff format --check archsearch tests benchmarks
+	$(BIN)/ruff check archsearch archsearch_launch.py tests benchmarks
+	$(BIN)/ruff format --check archsearch archsearch_launch.py tests benchmarks
 	$(BIN)/mypy
 
 test: $(STAMP) data lint

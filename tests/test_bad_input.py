@@ -121,3 +121,12 @@ def test_unreadable_file_is_a_one_line_error_even_as_root(
         with pytest.raises(ArchsearchError, match="Permission denied") as info:
             load(tmp_path / name)
         assert "\n" not in str(info.value)
+
+
+def test_data_dir_with_a_generated_dataset_is_refused(tmp_path: Path) -> None:
+    res = _run(
+        "run", "--budget", "100K-params", "--space", "tiny", "--dataset", "synthetic",
+        "--data-dir", str(tmp_path), "--out", "run", cwd=tmp_path,
+    )  # fmt: skip
+    _assert_one_line_error(res)
+    assert "--data-dir" in res.stderr and not (tmp_path / "run").exists()

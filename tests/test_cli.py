@@ -72,3 +72,21 @@ def test_version_and_python_dash_m() -> None:
         [sys.executable, "-m", "archsearch", "--version"], capture_output=True, text=True
     )
     assert res.returncode == 0 and res.stdout.strip() == f"archsearch {__version__}"
+
+
+def test_ctrl_c_while_the_package_loads_is_one_line() -> None:
+    """The console script's launcher is in place before torch loads: Ctrl-C during the imports
+    (seconds) ends with one line and exit code 130, not a traceback."""
+    import signal
+    import time
+
+    code = "import archsearch_launch, sys; sys.exit(archsearch_launch.main())"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "models"], stderr=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    time.sleep(0.8)  # the launcher is running; torch, timm and archsearch are still loading
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err == "archsearch: interrupted\n", err

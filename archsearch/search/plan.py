@@ -150,6 +150,10 @@ def _check_values(s: RunSettings) -> None:
         )
     if s.download and not s.dataset.startswith("cifar"):
         raise ConfigError(f"--download: expected a cifar10/cifar100 dataset, got {s.dataset!r}")
+    if s.data_dir and s.dataset.startswith("synthetic"):
+        raise ConfigError(
+            f"--data-dir: expected a dataset read from files, got {s.dataset!r} (made in memory)"
+        )
     if s.fidelity != "single" and s.rungs < 2:
         raise ConfigError(
             f"--rungs: expected at least 2 with --fidelity {s.fidelity}, got {s.rungs}"
