@@ -84,6 +84,9 @@ def test_ctrl_c_while_the_package_loads_is_one_line() -> None:
     proc = subprocess.Popen(
         [sys.executable, "-c", code, "models"], stderr=subprocess.PIPE, stdout=subprocess.PIPE,
         text=True,
+        # as from a terminal: a test runner started in the background (nohup, &) passes
+        # SIGINT on as ignored, and Python then keeps ignoring it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     time.sleep(0.8)  # the launcher is running; torch, timm and archsearch are still loading
     proc.send_signal(signal.SIGINT)
