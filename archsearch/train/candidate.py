@@ -12,7 +12,7 @@ import torch
 from ..config import ArchConfig
 from ..models import build_model
 from .data import ImageData
-from .multires import train_multires
+from .multires import is_multires, train_multires
 from .outcome import GridRows, TrainOutcome, trial_seed
 from .proxy import ProxySchedule, train_proxy
 from .weights import save_weights
@@ -78,20 +78,10 @@ class Trainer:
             weights=weights,
         )
 
-    def train_grids(
-        self,
-        config: ArchConfig,
-        *,
-        weights: Path | None = None,
-        on_epoch: Callable[[int, float], None] | None = None,
-        seed_offset: int = 0,
-        schedule: ProxySchedule | None = None,
-        deadline: float | None = None,
-    ) -> GridRows:
-        """:meth:`train`, or for a LookupViT multi-resolution ``config`` one training scored at
-        every grid of its set (:func:`~archsearch.train.multires.train_multires`)."""
-        kw: dict[str, Any] = dict(weights=weights, on_epoch=on_epoch, seed_offset=seed_offset)
-        kw["deadline"] = deadline
-        if config.stages[0].lookup_multires:
-            return train_multires(self, config, schedule=schedule, **kw).rows()
-        return [(config, self.train(config, schedule=schedule, **kw))]
+    def train_grids(self, config: ArchConfig, **kw: Any) -> GridRows:
+        """:meth:`train` (same keywords), or for a LookupViT multi-resolution ``config`` one
+        training scored at every grid of its set
+        (:func:`~archsearch.train.multires.train_multires`)."""
+        if is_multires(config):
+            return train_multires(self, config, **kw).rows()
+        return [(config, self.train(config, **kw))]
