@@ -109,7 +109,9 @@ def test_two_processes_share_one_study(postgres, tmp_path: Path) -> None:
     began = time.monotonic()
     procs = [
         subprocess.Popen(
-            _cli_args(out, TRIALS, "--storage", url, "--quiet"),
+            # trainings long enough (seconds each) that the second process starts (imports
+            # take seconds) before the first has trained every trial alone
+            _cli_args(out, TRIALS, "--storage", url, "--quiet", "--epochs", "15"),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
