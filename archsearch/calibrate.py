@@ -277,11 +277,17 @@ def _reuse_run_trainings(plan: Plan, study: optuna.Study, jobs: list[Job]) -> No
         )
 
 
-def check_counts(designs: int, seeds: int, factor: float) -> None:
+def check_counts(designs: int, seeds: int, factor: float, reference_seeds: int = 1) -> None:
     if isinstance(designs, bool) or not isinstance(designs, int) or designs < 3:
         raise ConfigError(f"--designs: expected an integer >= 3, got {designs!r}")
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 2:
         raise ConfigError(f"--seeds: expected an integer >= 2, got {seeds!r}")
+    if (
+        isinstance(reference_seeds, bool)
+        or not isinstance(reference_seeds, int)
+        or (reference_seeds < 1)
+    ):
+        raise ConfigError(f"--reference-seeds: expected an integer >= 1, got {reference_seeds!r}")
     if not isinstance(factor, int | float) or not factor >= 1:
         raise ConfigError(f"--reference-factor: expected a number >= 1, got {factor!r}")
 
@@ -329,6 +335,7 @@ def calibrate(
     designs: int = 12,
     seeds: int = 3,
     reference_factor: float = 10.0,
+    reference_seeds: int = 1,
     progress: Progress | None = None,
     **common: Any,
 ) -> dict[str, Any]:
@@ -342,6 +349,8 @@ def calibrate(
         designs: number of designs K.
         seeds: proxy seeds S per design.
         reference_factor: images x epochs of the reference tier over the proxy's.
+        reference_seeds: reference trainings per design (2 or more measure the reference's own
+            noise, and the tau ceiling it sets; a later call with more seeds adds the missing).
         progress: receives events (as for ``archsearch run``).
         common: run options passed on (``backend``, ``device``, ``seed`` and the like).
 
@@ -351,7 +360,7 @@ def calibrate(
     from .report.calibration import write_calibration
     from .search.local import execute_local, open_run_study
 
-    check_counts(designs, seeds, reference_factor)
+    check_counts(designs, seeds, reference_factor, reference_seeds)
     plan, root = _plan(run_dir, space, budget, out, **common)
     plan.run = RunDir(root)
     if run_dir is None:
@@ -363,7 +372,7 @@ def calibrate(
     jobs = []  # design by design, so a calibration cut short still has whole designs
     for c, label in chosen:
         jobs += [Job(c, label, "proxy", s, plan.schedule) for s in range(seeds)]
-        jobs.append(Job(c, label, "reference", 0, ref))
+        jobs += [Job(c, label, "reference", s, ref) for s in range(reference_seeds)]
     plan.title, plan.trials, plan.timeout, plan.baselines = "calibrate", len(jobs), None, []
     root.mkdir(parents=True, exist_ok=True)
     st.repair_journal(root / JOURNAL)

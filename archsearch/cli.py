@@ -167,6 +167,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         result = calibrate(
             args.run_dir, space=args.space, budget=args.budget, out=args.out,
             designs=args.designs, seeds=args.seeds, reference_factor=args.reference_factor,
+            reference_seeds=args.reference_seeds,
             progress=progress, **common,
         )  # fmt: skip
     except KeyboardInterrupt:
@@ -296,6 +297,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=10.0,
         help="reference images x epochs over the proxy's (default 10)",
+    )
+    cal.add_argument(
+        "--reference-seeds",
+        type=int,
+        default=1,
+        help="reference trainings per design (default 1; 2+ measure the reference's own noise "
+        "and the tau ceiling it sets)",
     )
     cal.add_argument("--seed", type=int, help="run seed (space calibration; default 0)")
     cal.add_argument("--backend", choices=["local", "ray"], default="local")

@@ -32,6 +32,7 @@ __all__ = [
     "spearman_rho",
     "bootstrap_ci",
     "top_k_overlap",
+    "rank_ceiling",
     "compare",
 ]
 
@@ -281,6 +282,49 @@ def top_k_overlap(pred: ArrayLike, ref: ArrayLike, k: int = 5) -> int:
     top_a = set(np.argsort(-a, kind="stable")[:k].tolist())
     top_b = set(np.argsort(-b, kind="stable")[:k].tolist())
     return len(top_a & top_b)
+
+
+def rank_ceiling(ref: ArrayLike, noise_sd: ArrayLike, *, n_sim: int = 2000, seed: int = 0) -> float:
+    """The Kendall tau-b a perfect predictor can expect against a noisy reference ranking.
+
+    A reference accuracy is the design's true accuracy plus its own noise (validation error,
+    seed spread) with standard deviation ``noise_sd``. Even a predictor that knew the true
+    accuracies would then rank the designs like the reference only to this tau, so a proxy's
+    tau is judged against it, not against 1. The true spread is estimated by removing the
+    noise variance from the reference's spread (classical attenuation): the reference values
+    are shrunk towards their mean by ``sqrt(max(var - mean(sd^2), 0) / var)``, fresh noise is
+    drawn ``n_sim`` times, and the mean tau between the shrunk values and each noisy draw is
+    returned. A ``noise_sd`` that leaves out a source of noise (e.g. the seed spread of a
+    reference trained once) makes the ceiling too high, never too low.
+
+    Returns:
+        The expected tau in ``[0, 1]``: 1 without noise, 0 when the reference's spread is no
+        larger than its noise; ``nan`` for fewer than 2 designs or a non-finite input.
+
+    Raises:
+        ValueError: ``ref`` and ``noise_sd`` of different lengths, a negative ``noise_sd`` or
+            ``n_sim < 1``.
+    """
+    r = np.asarray(ref, dtype=float).ravel()
+    if np.size(noise_sd) not in (1, r.size):
+        raise ValueError(f"rank_ceiling: expected {r.size} noise sds, got {np.size(noise_sd)}")
+    sd = np.broadcast_to(np.asarray(noise_sd, dtype=float).ravel(), r.shape).copy()
+    if n_sim < 1:
+        raise ValueError(f"n_sim: expected an integer >= 1, got {n_sim!r}")
+    if r.size < 2 or not (np.isfinite(r).all() and np.isfinite(sd).all()):
+        return math.nan
+    if (sd < 0).any():
+        raise ValueError(f"noise_sd: expected values >= 0, got {float(sd.min())!r}")
+    spread = float(r.var(ddof=1))
+    if not (sd > 0).any():
+        return 1.0 if spread > 0 else math.nan
+    true_var = max(spread - float(np.mean(sd**2)), 0.0)
+    if true_var == 0.0:
+        return 0.0
+    truth = r.mean() + (r - r.mean()) * math.sqrt(true_var / spread)
+    rng = np.random.default_rng(seed)
+    draws = truth + rng.standard_normal((n_sim, r.size)) * sd
+    return float(np.mean([kendall_tau_b(truth, d) for d in draws]))
 
 
 def compare(a: Sequence[float], b: Sequence[float]) -> Verdict:

@@ -97,6 +97,8 @@ class Setting:
 # evaluation inside train_proxy is cut to one image, which does not change training.
 REFERENCE = Setting("reference", {"epochs": 5, "subset": 10_000, "val_subset": 1}, seeds=1)
 CANDIDATES = (
+    # Its cached runs are fp32: they were trained while ``amp=None`` meant fp32 (the cache key
+    # holds ``amp: None``); a new run of it would get bf16 on a CPU with native bf16.
     Setting("2 ep x 5k", {}, seeds=3),
     Setting("3 epochs", {"epochs": 3}),
     Setting("1 epoch x 10k", {"epochs": 1, "subset": 10_000}),
@@ -104,6 +106,24 @@ CANDIDATES = (
     # bf16 autocast on a CPU with native bf16: faster; does it keep the ranking?
     Setting("bf16 autocast", {"amp": True}),
 )
+#: The resolution study: at 32 px the RASA/ACmix attentions of the default space reduce keys and
+#: values to a single token and a patch-16 tokenizer sees a 2x2 grid. Does a 48 px proxy (same
+#: images x epochs, bf16) rank better? Its reference is trained at 48 px too, with two seeds
+#: (their mean), since one reference seed caps the tau any proxy can reach.
+REFERENCE_48 = Setting(
+    "reference 48px",
+    {"img_size": 48, "epochs": 5, "subset": 10_000, "val_subset": 1, "amp": True},
+    seeds=2,
+)
+CANDIDATES_48 = (
+    Setting("48px bf16", {"img_size": 48, "amp": True}, seeds=3),
+    Setting("bf16 autocast", {"amp": True}),  # the 32 px default, against the 48 px reference
+    Setting("2 ep x 5k", {}, seeds=3),
+)
+STUDIES = {
+    "32px": (REFERENCE, CANDIDATES, CURVE),
+    "48px": (REFERENCE_48, CANDIDATES_48, CURVE.with_name("proxy_tau_48px.png")),
+}
 QUICK_REFERENCE = Setting("reference", {"epochs": 2, "subset": 1000, "val_subset": 1}, seeds=1)
 QUICK_CANDIDATES = (
     Setting("default", {"epochs": 1, "subset": 500, "val_subset": 500}),
@@ -271,11 +291,13 @@ def cached(design: Design, setting: Setting, seed: int, cache: Path) -> dict[str
 def jobs(
     reference: Setting, candidates: tuple[Setting, ...], seeds: int | None
 ) -> list[tuple[Setting, int]]:
-    """(setting, seed) in priority order: reference; 2 seeds of each proxy; then extra seeds."""
-    out: list[tuple[Setting, int]] = [(reference, REFERENCE_SEED)]
+    """(setting, seed) in priority order: reference; 2 seeds of each proxy; then extra seeds
+    (the reference's first)."""
+    out = [(reference, REFERENCE_SEED)]
     counts = {c.name: (seeds or c.seeds) for c in candidates}
     for c in candidates:
         out += [(c, s) for s in range(min(2, counts[c.name]))]
+    out += [(reference, REFERENCE_SEED + k) for k in range(1, reference.seeds)]
     for c in candidates:
         out += [(c, s) for s in range(2, counts[c.name])]
     return out
@@ -449,23 +471,35 @@ def analyse(
     cache: Path,
 ) -> tuple[list[Row], list[str]]:
     """The table rows and the text lines below it (reference, noise floor, what is missing)."""
-    ref_runs = [cached(d, reference, REFERENCE_SEED, cache) for d in designs]
-    if any(r is None for r in ref_runs):
-        done = sum(r is not None for r in ref_runs)
-        return [], [f"reference: {done}/{len(designs)} designs trained; nothing to compare yet"]
-    ref = np.array([float(r["accuracy_full"]) for r in ref_runs if r is not None])
-    first = ref_runs[0]
+    ref_seeds = [REFERENCE_SEED + k for k in range(reference.seeds)]
+    ref_runs = [[cached(d, reference, s, cache) for s in ref_seeds] for d in designs]
+    if any(r is None for row in ref_runs for r in row):
+        done = sum(r is not None for row in ref_runs for r in row)
+        total = len(designs) * len(ref_seeds)
+        return [], [f"reference: {done}/{total} runs trained; nothing to compare yet"]
+    ref_acc = np.array([[float(r["accuracy_full"]) for r in row if r] for row in ref_runs])
+    ref = ref_acc.mean(axis=1)  # the reference ranking: the mean of its seeds
+    first = ref_runs[0][0]
     assert first is not None
     n_val = int(first["val_images_full"])
-    ref_minutes = sum(r["cpu_seconds"] + r["cpu_seconds_full_val"] for r in ref_runs if r) / 60
+    ref_minutes = (
+        sum(r["cpu_seconds"] + r["cpu_seconds_full_val"] for row in ref_runs for r in row if r) / 60
+    )
     k = min(5, len(designs))
     lines = [
-        f"reference: {int(first['images_x_epochs']):,} images x epochs, seed {REFERENCE_SEED},"
+        f"reference: {int(first['images_x_epochs']):,} images x epochs, seeds {ref_seeds},"
         f" {ref_minutes:.1f} CPU min for {len(designs)} designs; accuracy {ref.mean():.3f}"
         f" (range {ref.min():.3f}-{ref.max():.3f}) on {n_val} val images,"
-        f" validation SE {float(np.mean(accuracy_se(ref, n_val))):.4f}",
-        "noise floor:",
+        f" validation SE {float(np.mean(accuracy_se(ref_acc, n_val))):.4f}"
+        f" (of the mean of {len(ref_seeds)}: /sqrt({len(ref_seeds)}) at most)",
     ]
+    if len(ref_seeds) > 1:
+        std = ref_acc.std(axis=1, ddof=1)
+        lines.append(
+            f"reference seed std mean {std.mean():.4f}, max {std.max():.4f};"
+            f" reference seed-to-seed tau {_fmt_ci(_with_ci(_seed_tau, ref_acc))}"
+        )
+    lines.append("noise floor:")
     rows: list[Row] = []
     missing: list[str] = []
     for c in candidates:
@@ -561,7 +595,7 @@ def write_calibration_csv(
     for d in designs:
         for setting, tier_seeds, tier in (
             (proxy, range(seeds or proxy.seeds), "proxy"),
-            (reference, [REFERENCE_SEED], "reference"),
+            (reference, [REFERENCE_SEED + k for k in range(reference.seeds)], "reference"),
         ):
             for s in tier_seeds:
                 r = cached(d, setting, s, cache)
@@ -594,6 +628,11 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--designs", type=int, default=None, help="designs (default 12; quick 4)")
     p.add_argument("--seeds", type=int, default=None, help="seeds per proxy (default: 3/2)")
     p.add_argument("--quick", action="store_true", help="4 designs, tiny schedules (~2 min)")
+    p.add_argument("--study", choices=sorted(STUDIES), default="32px", help="which study")
+    p.add_argument(
+        "--shard", default="0/1", metavar="I/N",
+        help="train only every N-th job starting at I (run N processes side by side)",
+    )  # fmt: skip
     p.add_argument("--report-only", action="store_true", help="print the table from the cache")
     p.add_argument("--cache", type=Path, default=CACHE, help="cache directory")
     p.add_argument("--trials", type=Path, default=None, help="trials.csv to draw designs from")
@@ -607,9 +646,15 @@ def _parse() -> argparse.Namespace:
 def main() -> None:
     args = _parse()
     torch.set_num_threads(1)
-    reference, candidates = (
-        (QUICK_REFERENCE, QUICK_CANDIDATES) if args.quick else (REFERENCE, CANDIDATES)
+    reference, candidates, curve = (
+        (QUICK_REFERENCE, QUICK_CANDIDATES, CURVE) if args.quick else STUDIES[args.study]
     )
+    try:
+        shard, n_shards = (int(v) for v in args.shard.split("/"))
+        if not 0 <= shard < n_shards:
+            raise ValueError
+    except ValueError:
+        raise SystemExit(f"--shard: expected I/N with 0 <= I < N, got {args.shard!r}") from None
     n_designs = args.designs or (4 if args.quick else 12)
     if args.seeds is not None and args.seeds < 1:
         raise SystemExit("--seeds: expected an integer >= 1")
@@ -635,7 +680,7 @@ def main() -> None:
             for s, seed in jobs(reference, candidates, args.seeds)
             if not args.only or s is reference or s.name in args.only
             for d in designs
-        ]
+        ][shard::n_shards]
         start = time.perf_counter()
         for i, (setting, seed, d) in enumerate(todo, 1):
             hit = cached(d, setting, seed, args.cache) is not None
@@ -652,10 +697,11 @@ def main() -> None:
     if rows:
         print_table(rows)
         if not args.quick:
-            plot_curve(rows, CURVE)
-            print(f"tau vs CPU minutes: {CURVE}")
+            plot_curve(rows, curve)
+            print(f"tau vs CPU minutes: {curve}")
     print("\n".join(lines))
-    csv = args.cache / ("calibration-quick.csv" if args.quick else "calibration-default.csv")
+    name = "quick" if args.quick else ("default" if args.study == "32px" else args.study)
+    csv = args.cache / f"calibration-{name}.csv"
     if write_calibration_csv(designs, reference, candidates[0], args.seeds, args.cache, csv):
         print(f"calibration.csv (default proxy vs reference): {csv}")
     print(f"load average {os.getloadavg()[0]:.2f} at end")

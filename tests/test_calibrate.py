@@ -66,6 +66,15 @@ def test_calibration_of_a_run_folder_and_its_resume(
     trainings = len(calls)
     calibrate(str(copy), designs=3, seeds=2, reference_factor=2.0, quiet=True)
     assert len(calls) == trainings  # finished: nothing is trained again
+    # a second reference seed is added to the finished calibration: only those 3 trainings
+    result = calibrate(
+        str(copy), designs=3, seeds=2, reference_factor=2.0, reference_seeds=2, quiet=True
+    )
+    assert len(calls) == trainings + 3 and {c[1] for c in calls[trainings:]} == {1}
+    df = pd.read_csv(result["csv"])
+    assert sorted(df[df.tier == "reference"].seed) == [0, 0, 0, 1, 1, 1]
+    ref = result["analysis"]["reference"]
+    assert ref["seeds"] == [0, 1] and ref["ceiling"] is not None
 
 
 def test_space_calibration_samples_feasible_designs(tmp_path: Path) -> None:
@@ -81,9 +90,21 @@ def test_space_calibration_samples_feasible_designs(tmp_path: Path) -> None:
 def test_bad_calibration_requests_are_one_line_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--seeds: expected an integer >= 2, got 1"):
         calibrate(space="tiny", budget="100K-params", seeds=1)
+    with pytest.raises(ConfigError, match="--reference-seeds: expected an integer >= 1, got 0"):
+        calibrate(space="tiny", budget="100K-params", reference_seeds=0)
     res = subprocess.run(
         [sys.executable, "-m", "archsearch.cli", "calibrate", str(tmp_path)],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert res.returncode == 2
     assert res.stderr.count("\n") == 1 and "expected an archsearch run.yaml" in res.stderr
+    res = subprocess.run(
+        [sys.executable, "-m", "archsearch.cli", "calibrate", "--space", "tiny", "--budget",
+         "100K-params", "--out", str(tmp_path / "cal"), "--reference-seeds", "0"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert res.returncode == 2 and not (tmp_path / "cal").exists()
+    assert (
+        res.stderr.count("\n") == 1
+        and "--reference-seeds: expected an integer >= 1, got 0" in res.stderr
+    )

@@ -24,7 +24,13 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def _frame(
-    designs: int = 10, seeds: int = 3, *, faithful: bool = True, seed: int = 0
+    designs: int = 10,
+    seeds: int = 3,
+    *,
+    faithful: bool = True,
+    seed: int = 0,
+    reference_seeds: int = 1,
+    reference_sd: float = 0.0,
 ) -> pd.DataFrame:
     """Synthetic runs: reference accuracy rises with the design index; the proxy either
     follows it exactly (every seed equal) or is pure noise around a constant."""
@@ -53,17 +59,18 @@ def _frame(
                     "images_x_epochs": 10_000,
                 }
             )
-        rows.append(
-            {
-                **common,
-                "tier": "reference",
-                "seed": 100,
-                "accuracy": round(float(t), 4),
-                "val_images": 6000,
-                "train_seconds": 60.0,
-                "images_x_epochs": 50_000,
-            }
-        )
+        for s in range(reference_seeds):
+            rows.append(
+                {
+                    **common,
+                    "tier": "reference",
+                    "seed": 100 + s,
+                    "accuracy": round(float(t + rng.normal(0, reference_sd)), 4),
+                    "val_images": 6000,
+                    "train_seconds": 60.0,
+                    "images_x_epochs": 50_000,
+                }
+            )
     return pd.DataFrame(rows)[list(COLUMNS)]
 
 
@@ -186,3 +193,28 @@ def test_seed_to_seed_uses_seeds_every_design_has() -> None:
     assert a["seed_to_seed"]["seeds"] == [0, 1] and a["seed_to_seed"]["pairs"] == 1
     assert (a["counts"]["seeds"], a["counts"]["seeds_min"]) == (3, 2)
     assert -1.0 <= a["seed_to_seed"]["tau"] <= 1.0
+
+
+def test_one_reference_run_says_its_noise_is_not_measured(faithful: dict) -> None:
+    assert math.isnan(faithful["reference"]["ceiling"])
+    assert math.isnan(faithful["noise"]["reference_seed_std"])
+    assert "trained once per design, so its own noise is not measured" in faithful["verdict"]
+
+
+def test_reference_seeds_measure_the_ceiling(tmp_path: Path) -> None:
+    quiet = analyse(_frame(12, reference_seeds=2, reference_sd=0.001, seed=3), n_boot=200)
+    noisy = analyse(_frame(12, reference_seeds=2, reference_sd=0.05, seed=3), n_boot=200)
+    for a in (quiet, noisy):
+        assert a["reference"]["seeds"] == [100, 101]
+        assert a["per_design"][0]["reference_runs"] == 2
+    # the pooled seed std recovers the noise put in; the ceiling falls with it
+    assert quiet["noise"]["reference_seed_std"] == pytest.approx(0.001, abs=0.0007)
+    assert noisy["noise"]["reference_seed_std"] == pytest.approx(0.05, rel=0.5)
+    assert quiet["reference"]["ceiling"] > 0.95 > 0.75 > noisy["reference"]["ceiling"]
+    assert quiet["reference"]["tau"] > noisy["reference"]["tau"]
+    assert "a perfect predictor would reach about tau" in noisy["verdict"]
+    section = html_section(noisy, "x.png")
+    assert "reference seed vs seed (2 seeds)" in section and "a perfect predictor" in section
+    write_calibration(tmp_path, _frame(6, reference_seeds=2, reference_sd=0.01))
+    saved = json.loads((tmp_path / "calibration.json").read_text())
+    assert 0.0 <= saved["reference"]["ceiling"] <= 1.0

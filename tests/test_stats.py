@@ -14,6 +14,7 @@ from archsearch.stats import (
     interval,
     kendall_tau_b,
     mean_interval,
+    rank_ceiling,
     rankdata,
     spearman_rho,
     t_quantile,
@@ -159,3 +160,37 @@ def test_compare_claims_only_separated_intervals() -> None:
     assert compare((0.75, 0.79), (0.70, 0.74)) == "better"
     assert compare((0.60, 0.65), (0.70, 0.74)) == "worse"
     assert compare((math.nan, math.nan), (0.1, 0.2)) == "tied"
+
+
+def test_rank_ceiling_falls_with_the_reference_noise() -> None:
+    ref = np.linspace(0.76, 0.79, 12)
+    assert rank_ceiling(ref, 0.0) == 1.0
+    taus = [rank_ceiling(ref, sd) for sd in (0.001, 0.003, 0.006)]
+    assert 1.0 > taus[0] > taus[1] > taus[2] > 0.0
+    assert rank_ceiling(ref, 0.003) == rank_ceiling(ref, 0.003)  # seeded: reproducible
+    # noise as large as the whole spread: no detectable true difference
+    assert rank_ceiling(ref, 0.05) == 0.0
+    # per-design noise: only the noisy half loses order
+    sd = np.r_[np.zeros(6), np.full(6, 0.004)]
+    assert rank_ceiling(ref, np.zeros(12)) > rank_ceiling(ref, sd) > rank_ceiling(ref, 0.004)
+
+
+def test_rank_ceiling_matches_a_simulated_rerun() -> None:
+    """Against a known truth, the ceiling is the mean tau of truth vs truth + noise."""
+    rng = np.random.default_rng(5)
+    truth = np.linspace(0.70, 0.80, 15)
+    sd = 0.01
+    # the reference the user sees is one noisy draw; its ceiling estimates the tau of truth
+    # against such draws (within the sampling error of one draw's spread)
+    observed = truth + rng.normal(0, sd, truth.size)
+    direct = np.mean([kendall_tau_b(truth, truth + rng.normal(0, sd, 15)) for _ in range(2000)])
+    assert rank_ceiling(observed, sd) == pytest.approx(direct, abs=0.1)
+
+
+def test_rank_ceiling_bad_input() -> None:
+    assert math.isnan(rank_ceiling([0.5], 0.01))
+    assert math.isnan(rank_ceiling([0.5, math.nan], 0.01))
+    with pytest.raises(ValueError, match="expected 3 noise sds, got 2"):
+        rank_ceiling([0.1, 0.2, 0.3], [0.01, 0.02])
+    with pytest.raises(ValueError, match="noise_sd: expected values >= 0"):
+        rank_ceiling([0.1, 0.2, 0.3], -0.01)

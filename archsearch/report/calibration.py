@@ -111,6 +111,35 @@ def _tau_difference(pred: np.ndarray, other: np.ndarray, ref: np.ndarray) -> flo
     return stats.kendall_tau_b(pred, ref) - stats.kendall_tau_b(other, ref)
 
 
+def _reference_noise(
+    ref: np.ndarray, runs: Sequence[pd.DataFrame], boot: dict[str, Any]
+) -> dict[str, Any]:
+    """The reference's own reproducibility, when its designs were trained with several seeds.
+
+    ``seed_std`` pools the seed variance over designs; ``tau`` is the seed-to-seed tau of the
+    reference (over the seeds every design has); ``ceiling`` the tau a perfect predictor can
+    expect against the reference's mean (:func:`archsearch.stats.rank_ceiling`, the noise of a
+    mean of ``n`` runs being the pooled seed std over ``sqrt(n)``). All ``nan`` with one run.
+    """
+    out: dict[str, Any] = {"seed_std": math.nan, "tau": math.nan, "tau_ci": [math.nan] * 2}
+    out["ceiling"] = math.nan
+    by_seed = [r.groupby("seed")["accuracy"].mean() for r in runs]
+    common = sorted(set.intersection(*(set(g.index) for g in by_seed)))
+    out["seeds"] = [int(v) for v in common]
+    var = [float(g.var(ddof=1)) for g in by_seed if len(g) > 1]
+    if not var:
+        return out
+    pooled = math.sqrt(float(np.mean(var)))
+    n_runs = np.array([len(g) for g in by_seed], dtype=float)
+    out["seed_std"] = pooled
+    out["ceiling"] = stats.rank_ceiling(ref, pooled / np.sqrt(n_runs), seed=boot["seed"])
+    if len(common) >= 2:
+        mat = np.array([g.loc[common].to_numpy(float) for g in by_seed])
+        out["tau"] = _mean_pair_tau(mat)
+        out["tau_ci"] = list(stats.bootstrap_ci(_mean_pair_tau, mat, **boot))
+    return out
+
+
 def _val_se(rows: pd.DataFrame) -> float:
     rows = rows[rows["val_images"] > 0]
     acc = rows["accuracy"].to_numpy(float)
@@ -180,6 +209,7 @@ def analyse(
         ci = stats.bootstrap_ci(_mean_pair_tau, mat, **boot)
         s2s = {"tau": _mean_pair_tau(mat), "tau_ci": list(ci)}
     s2s |= {"seeds": [int(v) for v in common], "pairs": len(common) * (len(common) - 1) // 2}
+    reference_noise = _reference_noise(rr, [by_ref[d] for d in both], boot)
     versus = {}
     for key in ("params", "macs"):
         ci = stats.bootstrap_ci(_tau_difference, pm, col[key], rr, **boot)
@@ -201,6 +231,7 @@ def analyse(
         "proxy_seed_std_max": float(np.max(seed_std)) if seed_std else math.nan,
         "proxy_val_se": _val_se(cp),
         "reference_val_se": _val_se(cr),
+        "reference_seed_std": reference_noise.pop("seed_std"),
     }
     analysis: dict[str, Any] = {
         "level": level,
@@ -209,6 +240,7 @@ def analyse(
         "noise": noise,
         "rank": rank,
         "seed_to_seed": s2s,
+        "reference": reference_noise,
         "top_k": {"k": k, "overlap": rank["proxy_mean"]["top_k"]},
         "versus": versus,
         "per_design": sorted(per_design, key=lambda x: (x["reference_rank"], x["design"])),
@@ -254,6 +286,14 @@ def _verdict(a: dict[str, Any]) -> str:
         text += (
             f" Two proxy seeds agree with each other to tau {_num(s['tau'])} {_ci(s['tau_ci'])}."
         )
+    ref = a.get("reference") or {}
+    if ref.get("ceiling") is not None and math.isfinite(ref["ceiling"]):
+        text += (
+            f" The reference is noisy too (seed std {_num(a['noise']['reference_seed_std'], 4)}):"
+            f" a perfect predictor would reach about tau {_num(ref['ceiling'])} against it."
+        )
+    else:
+        text += " The reference was trained once per design, so its own noise is not measured."
     return text
 
 
@@ -335,7 +375,10 @@ def _intro(pct: int, k: int) -> str:
         f"{k}. Params and MACs are trivial predictors that need no training (positive tau: "
         "larger models rank higher); the proxy beats one only when the interval of the paired "
         "difference of their taus lies above 0. A design's proxy interval is a t interval over "
-        "its seeds; its reference interval comes from the validation standard error."
+        "its seeds; its reference interval comes from the validation standard error (one "
+        "reference run) or is a t interval over the reference seeds. With two or more reference "
+        "seeds the reference's own noise is measured, and with it the tau a perfect predictor "
+        "could expect against it: the ceiling a proxy is judged against."
     )
 
 
@@ -363,6 +406,13 @@ def html_section(analysis: dict[str, Any], img_src: str) -> str:
     if s.get("pairs"):
         pairs = f"{s['pairs']} pair{'s' if s['pairs'] > 1 else ''}"
         rank_rows.append((f"proxy seed vs seed ({pairs})", est(s["tau"], s["tau_ci"]), "-", "-"))
+    ref = a.get("reference") or {}
+    if len(ref.get("seeds") or []) >= 2:
+        row = est(ref["tau"], ref["tau_ci"])
+        rank_rows.append((f"reference seed vs seed ({len(ref['seeds'])} seeds)", row, "-", "-"))
+    if ref.get("ceiling") is not None and math.isfinite(ref["ceiling"]):
+        rank_rows.append(("a perfect predictor (expected, given the reference's noise)",
+                          _num(ref["ceiling"]), "-", "-"))  # fmt: skip
     seeds = f"{c['seeds_min']}-{c['seeds']}" if c["seeds_min"] != c["seeds"] else c["seeds"]
     std = f"{_num(noise['proxy_seed_std_mean'], 4)} / {_num(noise['proxy_seed_std_max'], 4)}"
     se = [
@@ -376,6 +426,7 @@ def html_section(analysis: dict[str, Any], img_src: str) -> str:
         ("proxy seeds per design", seeds),
         ("proxy seed-to-seed std (mean / max over designs)", std),
         ("validation standard error, proxy / reference", " / ".join(se)),
+        ("reference seed-to-seed std (pooled)", _num(noise.get("reference_seed_std"), 4)),
         ("images x epochs per run, proxy / reference", " / ".join(ixe)),
         ("training minutes (sum of train_seconds), proxy / reference", " / ".join(minutes)),
     ]
