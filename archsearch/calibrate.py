@@ -245,11 +245,26 @@ class CalibrationDriver(StudyDriver):
         self.progress.trial_end(row, None, 0)
 
 
+def _finished_keys(study: optuna.Study) -> set[Any]:
+    return {(t.user_attrs.get("archid"), t.user_attrs.get("tier"), t.user_attrs.get("seed"))
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}  # fmt: skip
+
+
+def _add_finished(plan: Plan, study: optuna.Study, attrs: dict[str, Any], latency: Any) -> None:
+    """Record a training done elsewhere as a finished trial of the calibration's study."""
+    values = {"accuracy": attrs["proxy_accuracy"], "params": attrs["params"]}
+    values |= {"macs": attrs["macs"], "latency": 0.0 if pd.isna(latency) else latency}
+    study.add_trial(
+        optuna.trial.create_trial(
+            values=[float(values[o]) for o in plan.objectives], user_attrs=attrs
+        )
+    )
+
+
 def _reuse_run_trainings(plan: Plan, study: optuna.Study, jobs: list[Job]) -> None:
     """Proxy seed 0 of a design is the run's own training (same schedule, seed and data; CPU
     training is deterministic): take its result from the run instead of training it again."""
-    done = {(t.user_attrs.get("archid"), t.user_attrs.get("tier"), t.user_attrs.get("seed"))
-            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}  # fmt: skip
+    done = _finished_keys(study)
     table = read_trials(plan.run.trials)
     runs = trained(table)
     by_id = {str(r.archid): r for r in runs.itertuples()}
@@ -268,13 +283,42 @@ def _reuse_run_trainings(plan: Plan, study: optuna.Study, jobs: list[Job]) -> No
             "macs": int(r.macs), "epochs": int(r.epochs), "from_run_trial": int(r.trial),
             "feasible": True,
         }  # fmt: skip
-        values = {"accuracy": attrs["proxy_accuracy"], "params": r.params, "macs": r.macs}
-        values["latency"] = 0.0 if pd.isna(r.latency_ms) else r.latency_ms
-        study.add_trial(
-            optuna.trial.create_trial(
-                values=[float(values[o]) for o in plan.objectives], user_attrs=attrs
-            )
-        )
+        _add_finished(plan, study, attrs, r.latency_ms)
+
+
+def _reuse_calibration_csv(plan: Plan, study: optuna.Study, jobs: list[Job]) -> int:
+    """The runs of an earlier calibration.csv that its journal no longer holds (a clone keeps
+    the table, not the journal): taken as finished instead of trained again. Returns how many."""
+    path = plan.run.calibration
+    if not path.is_file():
+        return 0
+    try:
+        table = pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError) as e:
+        raise ArchsearchError(f"{path}: expected a calibration.csv, got {e}") from None
+    if not set(CALIBRATION_COLUMNS) <= set(table.columns):
+        missing = sorted(set(CALIBRATION_COLUMNS) - set(table.columns))
+        raise ArchsearchError(f"{path}: expected the columns of calibration.csv, missing {missing}")
+    done, by_key = _finished_keys(study), {j.key: j for j in jobs}
+    added = 0
+    for r in table.dropna(subset=["accuracy"]).itertuples():
+        try:
+            key = (str(r.design), str(r.tier), int(r.seed))
+        except (TypeError, ValueError):
+            continue
+        job = by_key.get(key)
+        if job is None or key in done or pd.isna([r.params, r.macs, r.val_images]).any():
+            continue
+        attrs = {
+            "archid": key[0], "tier": key[1], "seed": key[2], "label": job.label,
+            "proxy_accuracy": float(r.accuracy), "val_images": int(r.val_images),
+            "train_seconds": float(r.train_seconds), "params": int(r.params),
+            "macs": int(r.macs), "from_calibration_csv": True, "feasible": True,
+        }  # fmt: skip
+        _add_finished(plan, study, attrs, None)
+        done.add(key)
+        added += 1
+    return added
 
 
 def check_counts(designs: int, seeds: int, factor: float, reference_seeds: int = 1) -> None:
@@ -378,6 +422,11 @@ def calibrate(
     st.repair_journal(root / JOURNAL)
     study = open_run_study(plan, journal=JOURNAL)
     st.recover_interrupted(study, requeue=False)
+    reused = _reuse_calibration_csv(plan, study, jobs)
+    if reused:
+        log.info(
+            "calibration: %d runs taken from %s (no journal entry)", reused, plan.run.calibration
+        )
     if run_dir is not None:
         _reuse_run_trainings(plan, study, jobs)
 

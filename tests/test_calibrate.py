@@ -66,7 +66,9 @@ def test_calibration_of_a_run_folder_and_its_resume(
     trainings = len(calls)
     calibrate(str(copy), designs=3, seeds=2, reference_factor=2.0, quiet=True)
     assert len(calls) == trainings  # finished: nothing is trained again
-    # a second reference seed is added to the finished calibration: only those 3 trainings
+    # a second reference seed is added to the finished calibration, in a copy that kept its
+    # calibration.csv but not its journal (as a clone does): only those 3 trainings
+    (copy / "calibration.journal").unlink()
     result = calibrate(
         str(copy), designs=3, seeds=2, reference_factor=2.0, reference_seeds=2, quiet=True
     )
