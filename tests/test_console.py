@@ -304,3 +304,12 @@ def test_console_script_version() -> None:
         pytest.skip("the archsearch console script is not installed next to this Python")
     res = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and res.stdout.strip() == f"archsearch {__version__}"
+
+
+def test_version_is_the_one_in_pyproject() -> None:
+    import tomllib
+
+    import archsearch
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    assert archsearch.__version__ == project["version"]
