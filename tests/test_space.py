@@ -136,6 +136,11 @@ def test_lvt_is_a_member_of_the_hierarchical_space() -> None:
             "  - {depth: 2, dim: 64, heads: 2}\n",
             "cb.kind: expected one of none, cb, cbs",
         ),
+        (  # a middle choice is checked too, not only the first and the last
+            "macro: columnar\ntokenizer: {kind: patch}\nstages:\n  - {depth: [1, 100, 2], "
+            "dim: 64, heads: 2}\n",
+            "stages[0].depth: expected an integer in [1, 64], got 100",
+        ),
     ],
 )
 def test_space_errors_name_file_key_and_allowed_values(tmp_path, text: str, fragment: str) -> None:

@@ -319,10 +319,12 @@ def _parse_branch(path: Path, name: str, data: Any) -> Branch:
         if k in data
     }
     branch = Branch(name, macro, tokenizer, tuple(stages), cb, top)
-    # Every member must be a valid architecture: try the first and the last choice everywhere.
-    for pick in (0, -1):
+    # Every choice must give a valid architecture: the i-th members take the i-th option of every
+    # choice (the last where a choice has fewer), so each option of each choice is tried once.
+    widest = max((len(options) for _, options in branch.dimensions()), default=1)
+    for i in range(widest):
         try:
-            branch.sample(lambda _n, options, p=pick: options[p])  # type: ignore[misc]
+            branch.sample(lambda _n, options, i=i: options[min(i, len(options) - 1)])  # type: ignore[misc]
         except ConfigError as e:
             raise SpaceError(f"{path.name}: {e}") from None
     return branch
