@@ -39,6 +39,11 @@ __all__ = ["Job", "CalibrationDriver", "CALIBRATION_COLUMNS", "pick_designs", "s
 log = get_logger("calibrate")
 
 JOURNAL = "calibration.journal"
+#: Reference seed ``s`` trains with seed offset ``REFERENCE_SEED_OFFSET + s``, so a reference
+#: run shares neither initial weights nor batch order with any proxy seed (which would tie the
+#: two tiers together beyond the design itself). Calibrations made before this offset existed
+#: trained their reference seed 0 with offset 0; their rows are kept as they are.
+REFERENCE_SEED_OFFSET = 1000
 #: Columns of calibration.csv, one row per training run.
 CALIBRATION_COLUMNS = [
     "design",
@@ -185,7 +190,8 @@ class CalibrationDriver(StudyDriver):
         self.progress.trial_start(n, len(self.jobs), trial.number, job.label, what)
         cost = cost_candidate(job.config, self.plan.budget, self.plan.target)
         cost.violations, cost.ratios = [], {}  # calibrated designs are trained whatever the budget
-        return Candidate(trial, job.config, cost, schedule=job.schedule, seed_offset=job.seed)
+        offset = job.seed + (REFERENCE_SEED_OFFSET if job.tier == "reference" else 0)
+        return Candidate(trial, job.config, cost, schedule=job.schedule, seed_offset=offset)
 
     def weights_path(self, cand: Candidate) -> Path | None:
         return None

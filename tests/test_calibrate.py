@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from archsearch.calibrate import CALIBRATION_COLUMNS, calibrate
+from archsearch.calibrate import CALIBRATION_COLUMNS, REFERENCE_SEED_OFFSET, calibrate
 from archsearch.errors import ConfigError
 from archsearch.records import read_trials
 from archsearch.train import candidate
@@ -58,8 +58,9 @@ def test_calibration_of_a_run_folder_and_its_resume(
     by_id = dict(zip(trials.archid, trials.proxy_accuracy))
     for _, r in proxy[proxy.seed == 0].iterrows():
         assert r.accuracy == pytest.approx(by_id[r.design])
-    trained_seed0 = {c[0] for c in calls if c[1] == 0}
-    assert trained_seed0 == set(ref.design)  # references only: no proxy seed 0 trained again
+    assert not [c for c in calls if c[1] == 0]  # no proxy seed 0 trained again
+    # reference seed 0 trains with its own seed (offset 1000): no init shared with a proxy seed
+    assert {c[0] for c in calls if c[1] == REFERENCE_SEED_OFFSET} == set(ref.design)
     analysis = json.loads((copy / "calibration.json").read_text())
     assert analysis and (copy / "calibration.png").read_bytes()[:4] == b"\x89PNG"
     assert 'id="calibration"' in (copy / "report.html").read_text()
@@ -72,7 +73,9 @@ def test_calibration_of_a_run_folder_and_its_resume(
     result = calibrate(
         str(copy), designs=3, seeds=2, reference_factor=2.0, reference_seeds=2, quiet=True
     )
-    assert len(calls) == trainings + 3 and {c[1] for c in calls[trainings:]} == {1}
+    assert len(calls) == trainings + 3 and {c[1] for c in calls[trainings:]} == {
+        REFERENCE_SEED_OFFSET + 1
+    }
     df = pd.read_csv(result["csv"])
     assert sorted(df[df.tier == "reference"].seed) == [0, 0, 0, 1, 1, 1]
     ref = result["analysis"]["reference"]
