@@ -48,6 +48,7 @@ from archsearch.stats import (
     accuracy_se,
     bootstrap_ci,
     kendall_tau_b,
+    rank_ceiling,
     spearman_rho,
     top_k_overlap,
 )
@@ -495,9 +496,13 @@ def analyse(
     ]
     if len(ref_seeds) > 1:
         std = ref_acc.std(axis=1, ddof=1)
+        pooled = float(np.sqrt(np.mean(std**2)))
+        ceiling = rank_ceiling(ref, pooled / np.sqrt(len(ref_seeds)))
         lines.append(
             f"reference seed std mean {std.mean():.4f}, max {std.max():.4f};"
-            f" reference seed-to-seed tau {_fmt_ci(_with_ci(_seed_tau, ref_acc))}"
+            f" reference seed-to-seed tau {_fmt_ci(_with_ci(_seed_tau, ref_acc))};"
+            f" a perfect predictor's expected tau against the mean of {len(ref_seeds)}:"
+            f" {ceiling:.2f}"
         )
     lines.append("noise floor:")
     rows: list[Row] = []
