@@ -536,6 +536,29 @@ def analyse(
     return rows, lines + missing
 
 
+def reference_accuracy(designs: list[Design], reference: Setting, cache: Path) -> np.ndarray | None:
+    """Per design, the mean accuracy of the reference's seeds (None until all are cached)."""
+    seeds = [REFERENCE_SEED + k for k in range(reference.seeds)]
+    runs = [[cached(d, reference, s, cache) for s in seeds] for d in designs]
+    if any(r is None for row in runs for r in row):
+        return None
+    return np.array([np.mean([float(r["accuracy_full"]) for r in row if r]) for row in runs])
+
+
+def references_agree(designs: list[Design], study: str, cache: Path) -> list[str]:
+    """Tau between this study's reference and every other study's (when both are trained):
+    do longer trainings at different sizes rank the designs alike?"""
+    mine = reference_accuracy(designs, STUDIES[study][0], cache)
+    lines = []
+    for name, (other, _, _) in STUDIES.items():
+        theirs = reference_accuracy(designs, other, cache)
+        if name == study or mine is None or theirs is None:
+            continue
+        tau = _with_ci(kendall_tau_b, mine, theirs)
+        lines.append(f"reference of the {study} study vs the {name} study's: tau {_fmt_ci(tau)}")
+    return lines
+
+
 def _fmt_ci(t: tuple[float, float, float] | None) -> str:
     return "-" if t is None else f"{t[0]:+.2f} [{t[1]:+.2f}, {t[2]:+.2f}]"
 
@@ -705,10 +728,12 @@ def main() -> None:
             plot_curve(rows, curve)
             print(f"tau vs CPU minutes: {curve}")
     print("\n".join(lines))
+    if not args.quick:
+        print("\n".join(references_agree(designs, args.study, args.cache)))
     name = "quick" if args.quick else ("default" if args.study == "32px" else args.study)
     csv = args.cache / f"calibration-{name}.csv"
     if write_calibration_csv(designs, reference, candidates[0], args.seeds, args.cache, csv):
-        print(f"calibration.csv (default proxy vs reference): {csv}")
+        print(f"calibration.csv ({candidates[0].name} vs its reference): {csv}")
     print(f"load average {os.getloadavg()[0]:.2f} at end")
 
 
