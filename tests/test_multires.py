@@ -316,3 +316,28 @@ def test_insights_pair_the_grids_of_one_training(mr_run: Path) -> None:
     assert part["macs"]["effect"] == pytest.approx(acc[2]["macs"] / acc[4]["macs"] - 1)
     assert part["macs"]["effect"] < 0
     assert part["verdict"] in ("supported", "contradicted", "cannot tell")
+
+
+def test_a_finalist_seed_is_one_training_for_every_grid(tmp_path: Path) -> None:
+    """Both grids are designs of their own; a finalist's seed repeat of one trains every grid,
+    so it is recorded as that seed's repeat of the other grid too, not trained again."""
+    from archsearch.records import read_trials
+    from tests._tiny import tiny_run
+
+    space = str(multires_space(tmp_path))
+    run = tiny_run(tmp_path / "run", space=space, trials=2, budget="1M-params", final_seeds=2)
+    t = read_trials(run / "trials.csv")
+    done = t[t["state"] == "COMPLETE"]
+    designs = done[done["reused_from"].isna() & done["repeat_of"].isna()]
+    repeats = done[done["repeat_of"].notna()]
+    assert len(designs) == 2 and len(repeats) == 2 and (repeats["seed"] == 1).all()
+    # seed 1 of each grid's design, from one training
+    assert set(repeats["repeat_of"].astype(int)) == set(designs["trial"].astype(int))
+    trained = repeats[repeats["trained_with"].isna()]
+    sibling = repeats[repeats["trained_with"].notna()]
+    assert len(trained) == len(sibling) == 1
+    assert int(sibling.iloc[0]["trained_with"]) == int(trained.iloc[0]["trial"])
+    assert sibling.iloc[0]["train_seconds"] == trained.iloc[0]["train_seconds"] > 0
+    by_design = dict(zip(designs["trial"].astype(int), designs["archid"]))
+    for r in repeats.itertuples():
+        assert r.archid == by_design[int(r.repeat_of)]

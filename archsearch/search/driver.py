@@ -299,7 +299,33 @@ class StudyDriver:
                     cand.trial, cfg, cand.grids[cfg.archid], o, run=self.plan.run,
                     objectives=self.plan.objectives, base_attrs=base,
                 ))  # fmt: skip
+        elif cand.schedule is None and len(rows) > 1:
+            self._sibling_repeats(cand, rows)
         self._tell(cand.trial, cand.cost, own if cand.cost.feasible else None)
+
+    def _sibling_repeats(self, cand: Candidate, rows: GridRows) -> None:
+        """A finalist's seed repeat of a multi-resolution design trained every grid at once: it is
+        also that seed's repeat of each other grid's design (whose own repeat would be the very
+        same training: the seed follows the shared training, not the grid), so it is recorded
+        for each of them and no grid retrains it."""
+        seed = cand.seed_offset
+        have = {
+            (int(t.user_attrs["repeat_of"]), int(t.user_attrs.get("seed", 0)))
+            for t in self.study.get_trials(deepcopy=False)
+            if t.user_attrs.get("repeat_of") is not None and not t.user_attrs.get("interrupted")
+        }
+        for cfg, o in rows:
+            design = self.earlier(cfg.archid, -1)
+            if cfg.archid == cand.config.archid or not isinstance(design, FrozenTrial):
+                continue
+            if int(design.user_attrs.get("rung", 0)) or (design.number, seed) in have:
+                continue
+            base = dict(owner=st.owner(), archid=cfg.archid, config=cfg.to_json(),
+                        notation=describe(cfg), repeat_of=design.number)  # fmt: skip
+            self.study.add_trial(grid_trial(
+                cand.trial, cfg, cand.grids[cfg.archid], o, run=self.plan.run,
+                objectives=self.plan.objectives, base_attrs=base,
+            ))  # fmt: skip
 
     def out_of_memory(self, cand: Candidate, message: str) -> None:
         """The candidate does not fit in memory: recorded as infeasible, the search goes on."""
