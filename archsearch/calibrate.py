@@ -32,6 +32,7 @@ from .rundir import RunDir, write_atomic
 from .search import study as st
 from .search.driver import Candidate, Progress, StudyDriver
 from .search.plan import Plan
+from .settings import SCHEDULE_OPTIONS
 from .train.proxy import ProxySchedule
 
 __all__ = ["Job", "CalibrationDriver", "CALIBRATION_COLUMNS", "pick_designs", "sample_designs"]
@@ -364,6 +365,12 @@ def _plan(
                 f"run directory {str(root)!r}: expected an archsearch run.yaml, found none"
             )
         settings = RunSettings.from_dict(record["options"])
+        # the run's own proxy, even where a later version changed the default it came from
+        schedule = (record.get("resolved") or {}).get("schedule") or {}
+        pinned = {opt: schedule.get(key) for opt, key in SCHEDULE_OPTIONS.items()}
+        settings = settings.replace(
+            **{k: v for k, v in pinned.items() if v is not None and getattr(settings, k) is None}
+        )
         keep = {k: v for k, v in common.items() if v is not None}
         settings = settings.replace(out=str(root), force=False, workers=1, **keep)
         return resolve(settings), root

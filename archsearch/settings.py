@@ -13,7 +13,22 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["RunSettings", "add_arguments", "from_namespace", "DEFINING", "CPU_DEFAULTS"]
+__all__ = [
+    "RunSettings",
+    "add_arguments",
+    "from_namespace",
+    "DEFINING",
+    "SCHEDULE_OPTIONS",
+    "CPU_DEFAULTS",
+]
+
+#: Run options that set the proxy schedule, and the schedule field each sets.
+SCHEDULE_OPTIONS = {
+    "epochs": "epochs",
+    "subset": "subset",
+    "batch_size": "batch_size",
+    "proxy_img_size": "img_size",
+}
 
 #: Per-device defaults of the search itself (the proxy schedule has its own).
 #: On a CPU the search gets 9 minutes, then the finalists' extra seeds take about as long again,

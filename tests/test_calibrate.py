@@ -113,3 +113,22 @@ def test_bad_calibration_requests_are_one_line_errors(tmp_path: Path) -> None:
         res.stderr.count("\n") == 1
         and "--reference-seeds: expected an integer >= 1, got 0" in res.stderr
     )
+
+
+def test_a_run_is_calibrated_with_its_own_proxy(run: Path, tmp_path: Path) -> None:
+    """The proxy a run resolved (recorded in run.yaml) is the one calibrated, even when the
+    default it came from has changed since."""
+    import shutil
+
+    import yaml
+
+    from archsearch.calibrate import _plan
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    record = yaml.safe_load((copy / "run.yaml").read_text())
+    record["options"]["proxy_img_size"] = None  # it came from a default ...
+    record["resolved"]["schedule"]["img_size"] = 24  # ... that resolved to 24 then
+    (copy / "run.yaml").write_text(yaml.safe_dump(record))
+    plan, root = _plan(str(copy), None, None, None)
+    assert plan.schedule.img_size == 24 and root == copy

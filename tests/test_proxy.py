@@ -205,7 +205,7 @@ def test_wrong_output_shape(synthetic: ImageData) -> None:
 # --------------------------------------------------------------------------- schedule
 def test_schedule_defaults_and_validation() -> None:
     cpu = ProxySchedule.for_device("cpu")
-    assert (cpu.epochs, cpu.img_size, cpu.subset, cpu.batch_size) == (2, 32, 5000, 128)
+    assert (cpu.epochs, cpu.img_size, cpu.subset, cpu.batch_size) == (2, 48, 5000, 128)
     gpu = ProxySchedule.for_device(torch.device("cuda"), epochs=3)
     assert (gpu.epochs, gpu.img_size, gpu.subset, gpu.batch_size) == (3, 64, None, 256)
     assert gpu.uses_amp(torch.device("cuda"))

@@ -152,6 +152,21 @@ def test_different_configuration_refused_without_force(tmp_path) -> None:
     assert prepare(_opts(out, trials=2, budget="90K-params")).resumed
 
 
+def test_a_changed_default_proxy_names_the_options_that_resume(tmp_path) -> None:
+    """A run made by a version with another default proxy (its run.yaml records the schedule it
+    resolved) is not resumed with the new one: the error says which options give the old."""
+    import yaml
+
+    out = tmp_path / "run"
+    execute(prepare(_opts(out, trials=1, proxy_img_size=None)))
+    record = yaml.safe_load((out / "run.yaml").read_text())
+    record["resolved"]["schedule"]["img_size"] = 32  # as an older default would have resolved
+    (out / "run.yaml").write_text(yaml.safe_dump(record))
+    with pytest.raises(ArchsearchError, match="pass --proxy-img-size 32 to resume it"):
+        prepare(_opts(out, trials=2, proxy_img_size=None))
+    assert prepare(_opts(out, trials=2, proxy_img_size=32)).resumed
+
+
 def test_sigkill_during_a_trial_then_resume(tmp_path) -> None:
     out = tmp_path / "run"
     args = _cli_args(out, 4, "--epochs", "3", "--subset", "512")

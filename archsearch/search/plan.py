@@ -26,7 +26,7 @@ from ..cost.candidate import CostTarget, check_latency_reachable, head_params
 from ..errors import ArchsearchError, BudgetError, ConfigError
 from ..models import reference_config, reference_names
 from ..rundir import MARKER, RunDir
-from ..settings import CPU_DEFAULTS, DEFINING, GPU_DEFAULTS, RunSettings
+from ..settings import CPU_DEFAULTS, DEFINING, GPU_DEFAULTS, SCHEDULE_OPTIONS, RunSettings
 from ..train.data import ImageData, load_dataset
 from ..train.device import select_device
 from ..train.proxy import ProxySchedule
@@ -241,10 +241,25 @@ def _fits(name: str, budget: Budget, target: CostTarget) -> bool:
     return budget.is_feasible(params=est.params - head_params(cfg, t.num_classes), macs=est.macs)
 
 
+def _schedule_hint(there: Any, now: Any) -> str:
+    """How to resume a run whose proxy schedule differs only in fields an option sets (as when
+    a later version changed a default): e.g. ``pass --proxy-img-size 32 to resume it; ``."""
+    if not isinstance(there, dict) or not isinstance(now, dict):
+        return ""
+    fields = {k for k in set(there) | set(now) if there.get(k) != now.get(k)}
+    by_field = {field: opt for opt, field in SCHEDULE_OPTIONS.items()}
+    if not fields or not fields <= set(by_field):
+        return ""
+    opts = " ".join(f"--{by_field[f].replace('_', '-')} {there[f]}" for f in sorted(fields))
+    return f"pass {opts} to resume it; "
+
+
 def fingerprint(record: dict[str, Any]) -> dict[str, Any]:
     """What defines a run, normalised (equivalent spellings compare equal)."""
     opts, res = record.get("options") or {}, record.get("resolved") or {}
-    fp = {k: opts.get(k) for k in DEFINING}
+    # the schedule options count through the schedule they resolve to: --proxy-img-size 32 and
+    # a default that resolves to 32 are the same run
+    fp = {k: opts.get(k) for k in DEFINING if k not in SCHEDULE_OPTIONS}
     fp["budget"] = res.get("budget")
     fp["space"] = res.get("space_sha1")
     fp["schedule"] = res.get("schedule")
@@ -399,10 +414,11 @@ def _check_existing(plan: Plan) -> None:
         return
     if diff:
         if not force:
+            hint = _schedule_hint(a["schedule"], b["schedule"]) if diff[0] == "schedule" else ""
             raise ArchsearchError(
                 f"run directory {where} holds a run with a different {diff[0]} "
-                f"({a[diff[0]]!r} there, {b[diff[0]]!r} now); use another --name/--out, or "
-                "--force to start it over"
+                f"({a[diff[0]]!r} there, {b[diff[0]]!r} now); {hint}use another --name/--out, "
+                "or --force to start it over"
             )
         plan.replace = True
         return
