@@ -28,6 +28,7 @@ from .config import ArchConfig
 from .cost.candidate import cost_candidate
 from .errors import ArchsearchError, ConfigError
 from .records import read_trials, trained
+from .report.calibration import COLUMNS, write_calibration
 from .rundir import RunDir, write_atomic
 from .search import study as st
 from .search.driver import Candidate, Progress, StudyDriver
@@ -46,18 +47,7 @@ JOURNAL = "calibration.journal"
 #: trained their reference seed 0 with offset 0; their rows are kept as they are.
 REFERENCE_SEED_OFFSET = 1000
 #: Columns of calibration.csv, one row per training run.
-CALIBRATION_COLUMNS = [
-    "design",
-    "label",
-    "tier",
-    "seed",
-    "accuracy",
-    "val_images",
-    "params",
-    "macs",
-    "train_seconds",
-    "images_x_epochs",
-]
+CALIBRATION_COLUMNS = list(COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -414,7 +404,6 @@ def calibrate(
     Returns:
         ``{"csv": Path, "json": Path, "png": Path, "analysis": dict}``.
     """
-    from .report.calibration import write_calibration
     from .search.local import execute_local, open_run_study
 
     check_counts(designs, seeds, reference_factor, reference_seeds)

@@ -19,6 +19,7 @@ __all__ = [
     "from_namespace",
     "DEFINING",
     "SCHEDULE_OPTIONS",
+    "schedule_hint",
     "CPU_DEFAULTS",
 ]
 
@@ -29,6 +30,20 @@ SCHEDULE_OPTIONS = {
     "batch_size": "batch_size",
     "proxy_img_size": "img_size",
 }
+
+
+def schedule_hint(there: Any, now: Any) -> str:
+    """How to resume a run whose proxy schedule differs only in fields an option sets (as when
+    a later version changed a default): e.g. ``pass --proxy-img-size 32 to resume it; ``."""
+    if not isinstance(there, dict) or not isinstance(now, dict):
+        return ""
+    fields = {k for k in set(there) | set(now) if there.get(k) != now.get(k)}
+    by_field = {field: opt for opt, field in SCHEDULE_OPTIONS.items()}
+    if not fields or not fields <= set(by_field):
+        return ""
+    opts = " ".join(f"--{by_field[f].replace('_', '-')} {there[f]}" for f in sorted(fields))
+    return f"pass {opts} to resume it; "
+
 
 #: Per-device defaults of the search itself (the proxy schedule has its own).
 #: On a CPU the search gets 9 minutes, then the finalists' extra seeds take about as long again,

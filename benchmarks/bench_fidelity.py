@@ -578,7 +578,7 @@ def print_table(rows: list[Row]) -> None:
         )
 
 
-def plot_curve(rows: list[Row], path: Path) -> None:
+def plot_curve(rows: list[Row], path: Path, reference: str = "reference") -> None:
     """Rank fidelity against CPU minutes: every trained setting scored on the whole validation
     split (the default), with its 95% interval; params and MACs as lines (no training)."""
     import matplotlib
@@ -597,8 +597,8 @@ def plot_curve(rows: list[Row], path: Path) -> None:
         ax.axhline(r.tau[0], linestyle=style, color="gray", label=f"{r.setting}: {r.tau[0]:+.2f}")
     ax.axhline(0.7, color="tab:red", linewidth=0.8, label="goal 0.7")
     ax.set_xlabel("CPU minutes to rank the 12 designs (one thread)")
-    ax.set_ylabel("Kendall tau vs reference (95% bootstrap CI)")
-    ax.set_title("Proxy rank fidelity per CPU minute (bench_fidelity.py, 12 designs)")
+    ax.set_ylabel(f"Kendall tau vs {reference} (95% bootstrap CI)")
+    ax.set_title(f"Proxy rank fidelity per CPU minute against the {reference} (12 designs)")
     ax.set_ylim(-0.4, 1.05)
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
@@ -725,7 +725,7 @@ def main() -> None:
     if rows:
         print_table(rows)
         if not args.quick:
-            plot_curve(rows, curve)
+            plot_curve(rows, curve, f"{reference.name} ({reference.seeds} seed(s))")
             print(f"tau vs CPU minutes: {curve}")
     print("\n".join(lines))
     if not args.quick:

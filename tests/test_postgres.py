@@ -27,8 +27,9 @@ from archsearch import cli
 from archsearch.errors import ArchsearchError, ConfigError
 from archsearch.search import prepare
 from archsearch.search import study as st
+from archsearch.search.identity import RUN_ATTR
 from archsearch.search.local import open_run_study, start_run
-from archsearch.search.plan import RUN_ATTR, resolve
+from archsearch.search.plan import resolve
 from archsearch.search.study import load_study
 
 from ._tiny import tiny_options

@@ -17,7 +17,7 @@ from ..insights.text import (
     headline,
     reasons,
 )
-from .calibration import _esc, _table
+from .calibration_html import _esc, _table
 
 __all__ = ["html_section"]
 

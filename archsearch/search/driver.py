@@ -29,7 +29,7 @@ from ..train.candidate import GridRows, TrainOutcome
 from ..train.multires import grid_configs, grid_costs, is_multires
 from ..train.proxy import ProxySchedule
 from . import study as st
-from .fidelity import bracket_of, next_promotion, next_seed
+from .fidelity import bracket_of, next_promotion, next_seed, repeats_done
 from .outcome import CONSTRAINTS_KEY, constraints, grid_trial, objective_values, result_attrs
 from .plan import OBJECTIVES, Plan
 
@@ -304,21 +304,15 @@ class StudyDriver:
         self._tell(cand.trial, cand.cost, own if cand.cost.feasible else None)
 
     def _sibling_repeats(self, cand: Candidate, rows: GridRows) -> None:
-        """A finalist's seed repeat of a multi-resolution design trained every grid at once: it is
-        also that seed's repeat of each other grid's design (whose own repeat would be the very
-        same training: the seed follows the shared training, not the grid), so it is recorded
-        for each of them and no grid retrains it."""
-        seed = cand.seed_offset
-        have = {
-            (int(t.user_attrs["repeat_of"]), int(t.user_attrs.get("seed", 0)))
-            for t in self.study.get_trials(deepcopy=False)
-            if t.user_attrs.get("repeat_of") is not None and not t.user_attrs.get("interrupted")
-        }
+        """A finalist's seed repeat of a multi-resolution design is that seed's repeat of every
+        grid's design too (the seed follows the shared training, not the grid): recorded so."""
+        have = repeats_done(self.study.get_trials(deepcopy=False))
         for cfg, o in rows:
             design = self.earlier(cfg.archid, -1)
             if cfg.archid == cand.config.archid or not isinstance(design, FrozenTrial):
                 continue
-            if int(design.user_attrs.get("rung", 0)) or (design.number, seed) in have:
+            done = have.get(design.number, set())
+            if int(design.user_attrs.get("rung", 0)) or cand.seed_offset in done:
                 continue
             base = dict(owner=st.owner(), archid=cfg.archid, config=cfg.to_json(),
                         notation=describe(cfg), repeat_of=design.number)  # fmt: skip
@@ -396,8 +390,7 @@ class StudyDriver:
         return waiting[:1]
 
     def weights_path(self, cand: Candidate) -> Path | None:
-        """Where the candidate's trained weights go (None: not kept: lower rungs and seed
-        repeats; the exported weights are the top rung's, run seed)."""
+        """Where the trained weights go (None for lower rungs and seed repeats: not exported)."""
         if cand.schedule is not None or cand.seed_offset:
             return None
         return self.plan.run.weights_file(cand.tag, cand.config.archid)
@@ -429,10 +422,6 @@ class StudyDriver:
 
     def records(self) -> list[TrialRecord]:
         return [st.to_record(t) for t in self.study.get_trials(deepcopy=False)]
-
-    def front(self, records: list[TrialRecord] | None = None) -> Any:
-        table = trials_frame(records if records is not None else self.records())
-        return pareto_front(table, self.plan.objectives)
 
     def write_table(self, records: list[TrialRecord] | None = None) -> Any:
         """Write ``trials.csv`` (under the run's lock), then remove the weights of designs no

@@ -176,16 +176,22 @@ def next_promotion(
     return trials[up.trial], attrs
 
 
-def next_seed(
-    trials: Sequence[FrozenTrial], pool: Sequence[int], seeds: int
-) -> tuple[FrozenTrial, dict[str, int]] | None:
-    """The next seed repeat a design of ``pool`` (trial numbers) lacks to have ``seeds`` seeds
-    in all: the source trial and the attributes of the repeat, or None."""
+def repeats_done(trials: Sequence[FrozenTrial]) -> dict[int, set[int]]:
+    """Per trial number, the seeds its repeats (``repeat_of``) have, interrupted ones aside."""
     have: dict[int, set[int]] = {}
     for t in trials:
         a = t.user_attrs
         if a.get("repeat_of") is not None and not _interrupted(t):
             have.setdefault(int(a["repeat_of"]), set()).add(int(a.get("seed", 0)))
+    return have
+
+
+def next_seed(
+    trials: Sequence[FrozenTrial], pool: Sequence[int], seeds: int
+) -> tuple[FrozenTrial, dict[str, int]] | None:
+    """The next seed repeat a design of ``pool`` (trial numbers) lacks to have ``seeds`` seeds
+    in all: the source trial and the attributes of the repeat, or None."""
+    have = repeats_done(trials)
     for number in sorted(pool):
         missing = [k for k in range(1, seeds) if k not in have.get(number, set())]
         if missing:

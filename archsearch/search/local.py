@@ -21,7 +21,8 @@ from ..train.device import available_cpus, configure_threads
 from ..train.proxy import CandidateOOMError
 from . import study as st
 from .driver import RUNNING, Candidate, Progress, StudyDriver
-from .plan import OBJECTIVES, RUN_ATTR, Plan, prepare, study_key
+from .identity import RUN_ATTR, study_key
+from .plan import OBJECTIVES, Plan, prepare
 from .storage import redact
 
 __all__ = ["start_run", "open_run_study", "execute_local"]

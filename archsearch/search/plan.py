@@ -26,12 +26,13 @@ from ..cost.candidate import CostTarget, check_latency_reachable, head_params
 from ..errors import ArchsearchError, BudgetError, ConfigError
 from ..models import reference_config, reference_names
 from ..rundir import MARKER, RunDir
-from ..settings import CPU_DEFAULTS, DEFINING, GPU_DEFAULTS, SCHEDULE_OPTIONS, RunSettings
+from ..settings import CPU_DEFAULTS, GPU_DEFAULTS, RunSettings, schedule_hint
 from ..train.data import ImageData, load_dataset
 from ..train.device import select_device
 from ..train.proxy import ProxySchedule
 from . import study as st
 from .fidelity import Rungs
+from .identity import RUN_ATTR, fingerprint, study_key
 from .space import SearchSpace, load_space
 from .storage import redact, storage_url
 
@@ -42,9 +43,6 @@ __all__ = [
     "proxy_tier",
     "resolve",
     "parse_objectives",
-    "fingerprint",
-    "study_key",
-    "RUN_ATTR",
 ]
 
 #: objective name -> (trials.csv column, direction)
@@ -241,45 +239,6 @@ def _fits(name: str, budget: Budget, target: CostTarget) -> bool:
     return budget.is_feasible(params=est.params - head_params(cfg, t.num_classes), macs=est.macs)
 
 
-def _schedule_hint(there: Any, now: Any) -> str:
-    """How to resume a run whose proxy schedule differs only in fields an option sets (as when
-    a later version changed a default): e.g. ``pass --proxy-img-size 32 to resume it; ``."""
-    if not isinstance(there, dict) or not isinstance(now, dict):
-        return ""
-    fields = {k for k in set(there) | set(now) if there.get(k) != now.get(k)}
-    by_field = {field: opt for opt, field in SCHEDULE_OPTIONS.items()}
-    if not fields or not fields <= set(by_field):
-        return ""
-    opts = " ".join(f"--{by_field[f].replace('_', '-')} {there[f]}" for f in sorted(fields))
-    return f"pass {opts} to resume it; "
-
-
-def fingerprint(record: dict[str, Any]) -> dict[str, Any]:
-    """What defines a run, normalised (equivalent spellings compare equal)."""
-    opts, res = record.get("options") or {}, record.get("resolved") or {}
-    # the schedule options count through the schedule they resolve to: --proxy-img-size 32 and
-    # a default that resolves to 32 are the same run
-    fp = {k: opts.get(k) for k in DEFINING if k not in SCHEDULE_OPTIONS}
-    fp["budget"] = res.get("budget")
-    fp["space"] = res.get("space_sha1")
-    fp["schedule"] = res.get("schedule")
-    data = res.get("proxy_target") or {}
-    fp["data"] = {k: data.get(k) for k in ("dataset", "train_images", "val_images", "mean", "std")}
-    return fp
-
-
-#: The study user attribute holding :func:`study_key` in a shared storage.
-RUN_ATTR = "archsearch_run"
-
-
-def study_key(record: dict[str, Any]) -> str:
-    """What defines a run, as stored on a shared study: its :func:`fingerprint` but the storage
-    URL (the machines sharing it may reach the database by different names)."""
-    fp = fingerprint(record)
-    fp.pop("storage", None)
-    return json.dumps(fp, sort_keys=True)
-
-
 def prepare(settings: RunSettings) -> Plan:
     """Validate everything, load what the run needs and check its run folder (and its shared
     study: ``--storage``); writes nothing."""
@@ -414,7 +373,7 @@ def _check_existing(plan: Plan) -> None:
         return
     if diff:
         if not force:
-            hint = _schedule_hint(a["schedule"], b["schedule"]) if diff[0] == "schedule" else ""
+            hint = schedule_hint(a["schedule"], b["schedule"]) if diff[0] == "schedule" else ""
             raise ArchsearchError(
                 f"run directory {where} holds a run with a different {diff[0]} "
                 f"({a[diff[0]]!r} there, {b[diff[0]]!r} now); {hint}use another --name/--out, "
