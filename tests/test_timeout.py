@@ -45,6 +45,9 @@ def test_a_run_cut_off_by_timeout_records_no_result_and_a_resume_trains_it(
     assert row["state"] == "FAIL" and pd.isna(row["proxy_accuracy"]) and pd.isna(row["weights"])
     assert not (t["state"] == "COMPLETE").any()  # nothing recorded as finished
     assert not list((out / "weights").glob("*")) if (out / "weights").exists() else True
+    # not queued again in the run whose time is up (finalists would wait behind it, and it would
+    # be cut off again at its first batch): nothing is left waiting in the study
+    assert not (t["state"] == "WAITING").any()
 
     # a resume with time to spare trains the cut-off design first (its retry was queued)
     tiny_run(out, trials=1, timeout=600, **schedule)

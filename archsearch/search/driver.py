@@ -1,11 +1,9 @@
 """The one study driver: ask, deduplicate by archid, count, check budgets, train, tell, record.
 
-Both backends are thin adapters over :class:`StudyDriver`: the local loop
-(:mod:`archsearch.search.local`) trains a :class:`Candidate` in-process, the Ray adapter
-(:mod:`archsearch.search.ray_backend`) on a Ray worker; each then hands the outcome back here.
-The rule for reusing an earlier result lives in :meth:`StudyDriver.earlier` and nowhere else: an
-architecture (archid) already trained is never trained again, its repeat reuses the result, does
-not count towards ``--trials`` and is no second point on the front.
+Both backends (the local loop of :mod:`archsearch.search.local`, the Ray adapter of
+:mod:`archsearch.search.ray_backend`) train a :class:`Candidate` and hand the outcome back here.
+:meth:`StudyDriver.earlier` alone decides reuse: an architecture (archid) already trained is never
+trained again; its repeat reuses the result, is not counted and is no second point on the front.
 """
 
 from __future__ import annotations
@@ -308,14 +306,13 @@ class StudyDriver:
         grid's design too (the seed follows the shared training, not the grid): recorded so."""
         have = repeats_done(self.study.get_trials(deepcopy=False))
         for cfg, o in rows:
-            design = self.earlier(cfg.archid, -1)
-            if cfg.archid == cand.config.archid or not isinstance(design, FrozenTrial):
+            d = self.earlier(cfg.archid, -1)
+            if cfg.archid == cand.config.archid or not isinstance(d, FrozenTrial):
                 continue
-            done = have.get(design.number, set())
-            if int(design.user_attrs.get("rung", 0)) or cand.seed_offset in done:
+            if int(d.user_attrs.get("rung", 0)) or cand.seed_offset in have.get(d.number, ()):
                 continue
             base = dict(owner=st.owner(), archid=cfg.archid, config=cfg.to_json(),
-                        notation=describe(cfg), repeat_of=design.number)  # fmt: skip
+                        notation=describe(cfg), repeat_of=d.number)  # fmt: skip
             self.study.add_trial(grid_trial(
                 cand.trial, cfg, cand.grids[cfg.archid], o, run=self.plan.run,
                 objectives=self.plan.objectives, base_attrs=base,
@@ -341,9 +338,12 @@ class StudyDriver:
             cand.trial.set_user_attr(k, v)
 
     def cut_off(self, cand: Candidate, message: str) -> None:
-        """``--timeout`` stopped the training: no result; a later resume trains it again."""
+        """``--timeout`` stopped the training: no result, not queued again in this run (finalists
+        must not wait behind it); the next resume queues it (``study.requeue_cut_off``)."""
         log.warning("trial %d %s", cand.number, message)
-        self.interrupt(cand.trial, message)
+        for k, v in (("error", message), ("interrupted", True), ("cut_off", True)):
+            cand.trial.set_user_attr(k, v)
+        self.study.tell(cand.trial, state=TrialState.FAIL)
 
     def interrupt(self, trial: optuna.Trial, message: str = "interrupted") -> None:
         """Not the candidate's fault (Ctrl-C, a crash of ours): run it again next time."""

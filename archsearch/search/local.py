@@ -155,7 +155,7 @@ def execute_local(
     study = study or open_run_study(plan, worker=worker)
     drv = driver(plan, study, progress)
     if own and not worker:
-        recovered = st.recover_interrupted(study)
+        recovered = st.recover_interrupted(study) + st.requeue_cut_off(study)
         if recovered:
             log.info("re-queued interrupted trials %s", recovered)
     trainer = Trainer(plan.data, plan.schedule, plan.device, s.seed)

@@ -349,7 +349,7 @@ def run_ray(
         if study is None:
             start_run(plan)
             study = open_run_study(plan)
-            recovered = st.recover_interrupted(study)
+            recovered = st.recover_interrupted(study) + st.requeue_cut_off(study)
             if recovered:
                 log.info("re-queued interrupted trials %s", recovered)
         searcher = _StudySearcher(driver(plan, study, progress), storage)

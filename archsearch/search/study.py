@@ -48,6 +48,7 @@ __all__ = [
     "make_sampler",
     "make_pruner",
     "recover_interrupted",
+    "requeue_cut_off",
     "Heartbeat",
     "is_live",
     "repair_journal",
@@ -366,6 +367,22 @@ def recover_interrupted(study: optuna.Study, *, requeue: bool = True) -> list[in
             study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
         recovered.append(t.number)
     return recovered
+
+
+def requeue_cut_off(study: optuna.Study) -> list[int]:
+    """Queue again the sampled trials an earlier process cut off at ``--timeout`` (once each:
+    a trial already queued or run as their ``retry_of`` is not queued twice)."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    queued = []
+    for t in trials:
+        a = t.user_attrs
+        if t.state != TrialState.FAIL or not a.get("cut_off") or t.number in retried:
+            continue
+        if not a.get("baseline") and not planned(a):
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+            queued.append(t.number)
+    return queued
 
 
 def planned(attrs: dict[str, Any]) -> bool:
