@@ -37,9 +37,9 @@ __all__ = [
 
 log = get_logger("train.proxy")
 # CPU: the cheapest schedule measured to rank designs like longer training (docs/proxy.md:
-# Kendall tau 0.76 against a 5x reference at 48 px, where 32 px reached 0.55-0.67: at 32 px the
-# attentions of RASA/ACmix stages reduce keys and values to a single token); validation on the
-# whole held-out split (6,000 Fashion-MNIST images).
+# Kendall tau 0.70 for one seed, 0.73 for three, against a two-seed 5x reference at 48 px, where
+# the 32 px proxy reached 0.56-0.58: at 32 px the attentions of RASA/ACmix stages reduce keys and
+# values to a single token); validation on the whole held-out split (6,000 Fashion-MNIST images).
 _CPU_DEFAULTS: dict[str, Any] = {
     "epochs": 2,
     "img_size": 48,
