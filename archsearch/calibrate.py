@@ -319,16 +319,11 @@ def _reuse_calibration_csv(plan: Plan, study: optuna.Study, jobs: list[Job]) -> 
 
 
 def check_counts(designs: int, seeds: int, factor: float, reference_seeds: int = 1) -> None:
-    if isinstance(designs, bool) or not isinstance(designs, int) or designs < 3:
-        raise ConfigError(f"--designs: expected an integer >= 3, got {designs!r}")
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 2:
-        raise ConfigError(f"--seeds: expected an integer >= 2, got {seeds!r}")
-    if (
-        isinstance(reference_seeds, bool)
-        or not isinstance(reference_seeds, int)
-        or (reference_seeds < 1)
-    ):
-        raise ConfigError(f"--reference-seeds: expected an integer >= 1, got {reference_seeds!r}")
+    for name, value, lo in (
+        ("--designs", designs, 3), ("--seeds", seeds, 2), ("--reference-seeds", reference_seeds, 1)
+    ):  # fmt: skip
+        if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+            raise ConfigError(f"{name}: expected an integer >= {lo}, got {value!r}")
     if not isinstance(factor, int | float) or not factor >= 1:
         raise ConfigError(f"--reference-factor: expected a number >= 1, got {factor!r}")
 

@@ -58,6 +58,17 @@ def _check_int(name: str, value: Any, lo: int) -> None:
         raise CountError(f"{name}: expected an integer >= {lo}, got {value!r}")
 
 
+def _check_pass(img_size: Any, batch_size: Any, in_chans: Any, repeats: Any, threads: Any) -> None:
+    """The arguments every timed forward pass takes."""
+    for name, value in (
+        ("img_size", img_size), ("batch_size", batch_size), ("in_chans", in_chans),
+        ("repeats", repeats),
+    ):  # fmt: skip
+        _check_int(name, value, 1)
+    if threads is not None:
+        _check_int("threads", threads, 1)
+
+
 def _quantile(sorted_ms: list[float], q: float) -> float:
     """Linear-interpolation quantile of an already sorted list."""
     if len(sorted_ms) == 1:
@@ -102,13 +113,8 @@ def measure_latency(
         CountError: an argument is invalid, CUDA is requested but unavailable, or the model lives
             on the meta device.
     """
-    _check_int("img_size", img_size, 1)
-    _check_int("batch_size", batch_size, 1)
-    _check_int("in_chans", in_chans, 1)
+    _check_pass(img_size, batch_size, in_chans, repeats, threads)
     _check_int("warmup", warmup, 0)
-    _check_int("repeats", repeats, 1)
-    if threads is not None:
-        _check_int("threads", threads, 1)
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise CountError(f"device: expected an available device, got {str(dev)!r} (no CUDA)")
@@ -260,12 +266,7 @@ def latency_floor_ms(
     Raises:
         CountError: an argument is invalid or the model is not on the CPU.
     """
-    _check_int("img_size", img_size, 1)
-    _check_int("batch_size", batch_size, 1)
-    _check_int("in_chans", in_chans, 1)
-    _check_int("repeats", repeats, 1)
-    if threads is not None:
-        _check_int("threads", threads, 1)
+    _check_pass(img_size, batch_size, in_chans, repeats, threads)
     if not margin >= 1:
         raise CountError(f"margin: expected a number >= 1, got {margin!r}")
     reference = _first_param(model)

@@ -341,23 +341,22 @@ class StudyDriver:
         """``--timeout`` stopped the training: no result, not queued again in this run (finalists
         must not wait behind it); the next resume queues it (``study.requeue_cut_off``)."""
         log.warning("trial %d %s", cand.number, message)
-        for k, v in (("error", message), ("interrupted", True), ("cut_off", True)):
-            cand.trial.set_user_attr(k, v)
-        self.study.tell(cand.trial, state=TrialState.FAIL)
+        cand.trial.set_user_attr("cut_off", True)
+        self.interrupt(cand.trial, message, requeue=False)
 
-    def interrupt(self, trial: optuna.Trial, message: str = "interrupted") -> None:
+    def interrupt(
+        self, trial: optuna.Trial, message: str = "interrupted", requeue: bool = True
+    ) -> None:
         """Not the candidate's fault (Ctrl-C, a crash of ours): run it again next time."""
         trial.set_user_attr("error", message)
         trial.set_user_attr("interrupted", True)
         self.study.tell(trial, state=TrialState.FAIL)
-        self.requeue(trial)
+        if requeue:
+            self.requeue(trial)
 
     def requeue(self, trial: optuna.Trial) -> None:
-        """Have an interrupted trial's candidate run again (baselines are re-run by name;
-        promotions and seed repeats are planned again from the study)."""
-        a = self.study.trials[trial.number].user_attrs
-        if not st.planned(a) and not a.get("baseline"):
-            self.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+        """Have an interrupted trial's candidate run again (:func:`study.queue_retry`)."""
+        st.queue_retry(self.study, self.study.trials[trial.number])
 
     def _reuse(self, trial: optuna.Trial, done: FrozenTrial) -> None:
         for k in RESULT_ATTRS:

@@ -49,6 +49,7 @@ __all__ = [
     "make_pruner",
     "recover_interrupted",
     "requeue_cut_off",
+    "queue_retry",
     "Heartbeat",
     "is_live",
     "repair_journal",
@@ -362,9 +363,8 @@ def recover_interrupted(study: optuna.Study, *, requeue: bool = True) -> list[in
             study.tell(t.number, state=TrialState.FAIL)
         except (RuntimeError, ValueError):  # another process recovered it first
             continue
-        baseline = t.user_attrs.get("baseline")
-        if requeue and not baseline and not planned(t.user_attrs):
-            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+        if requeue:
+            queue_retry(study, t)
         recovered.append(t.number)
     return recovered
 
@@ -374,15 +374,17 @@ def requeue_cut_off(study: optuna.Study) -> list[int]:
     a trial already queued or run as their ``retry_of`` is not queued twice)."""
     trials = study.get_trials(deepcopy=False)
     retried = {t.user_attrs.get("retry_of") for t in trials}
-    queued = []
-    for t in trials:
-        a = t.user_attrs
-        if t.state != TrialState.FAIL or not a.get("cut_off") or t.number in retried:
-            continue
-        if not a.get("baseline") and not planned(a):
-            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
-            queued.append(t.number)
-    return queued
+    cut = [t for t in trials if t.state == TrialState.FAIL and t.user_attrs.get("cut_off")]
+    return [t.number for t in cut if t.number not in retried and queue_retry(study, t)]
+
+
+def queue_retry(study: optuna.Study, t: FrozenTrial) -> bool:
+    """Queue a sampled trial's parameters to run again (``retry_of`` = its number). Baselines
+    are re-run by name, promotions and seed repeats planned again from the study: not queued."""
+    if t.user_attrs.get("baseline") or planned(t.user_attrs):
+        return False
+    study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+    return True
 
 
 def planned(attrs: dict[str, Any]) -> bool:
