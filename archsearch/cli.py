@@ -281,9 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     cal = sub.add_parser(
         "calibrate",
         help="measure how well the proxy ranks designs (seeds, longer reference training)",
-        description="Train K designs at the proxy tier with S seeds and once at a reference "
+        description="Train K designs at the proxy tier with S seeds and R times at a reference "
         "tier (10x the proxy's images x epochs, full validation split) and report the noise "
-        "floor and rank correlations with 95%% intervals. Give a run folder (its trained "
+        "floor and rank correlations with 95% intervals. Give a run folder (its trained "
         "designs; results go into it) or --budget (and --space) to sample designs.",
     )
     cal.add_argument("run_dir", metavar="RUN_DIR", nargs="?", help="a run folder to calibrate")
@@ -324,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
         "insights",
         help="what the run says about the papers' claims and every design dimension",
         description="Estimate each paper claim's effect and every option's effect on accuracy "
-        "(and MACs) with 95%% intervals: matched pairs where the run has them, otherwise a "
+        "(and MACs) with 95% intervals: matched pairs where the run has them, otherwise a "
         "regression on every choice with a bootstrap over designs; seed noise included. "
         "Writes insights.json into the run folder.",
     )

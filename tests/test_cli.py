@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -93,3 +94,14 @@ def test_ctrl_c_while_the_package_loads_is_one_line() -> None:
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert err == "archsearch: interrupted\n", err
+
+
+def test_every_help_text_reads_as_written() -> None:
+    """Descriptions are printed as they are (argparse formats only argument help): no "%%"."""
+    from archsearch.cli import build_parser
+
+    parser = build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in subs.choices.items():
+        text = sub.format_help()
+        assert "%%" not in text and "%(" not in text, (name, text)
