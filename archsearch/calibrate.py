@@ -178,7 +178,8 @@ class CalibrationDriver(StudyDriver):
             trial.set_user_attr(k, v)
         n = len(self.jobs) - len(left) + 1
         what = f"{job.tier} seed {job.seed}"
-        self.progress.trial_start(n, len(self.jobs), trial.number, job.label, what)
+        work = (self._size(job), sum(self._size(j) for j in left))
+        self.progress.trial_start(n, len(self.jobs), trial.number, job.label, what, work)
         cost = cost_candidate(job.config, self.plan.budget, self.plan.target)
         cost.violations, cost.ratios = [], {}  # calibrated designs are trained whatever the budget
         offset = job.seed + (REFERENCE_SEED_OFFSET if job.tier == "reference" else 0)
@@ -186,6 +187,10 @@ class CalibrationDriver(StudyDriver):
 
     def weights_path(self, cand: Candidate) -> Path | None:
         return None
+
+    def _size(self, job: Job) -> float:
+        """A job's training work, for the time left: images x epochs (a reference is larger)."""
+        return float(images_x_epochs(job.schedule, int(self.plan.data.train_x.shape[0])))
 
     def requeue(self, trial: optuna.Trial) -> None:
         """An interrupted job is simply handed out again."""

@@ -12,12 +12,12 @@ from .progress import (
     LiveDisplay,
     NullDisplay,
     PlainDisplay,
+    Progress,
     Status,
     Tally,
     close_live,
     terminal_width,
 )
-from .search.driver import Progress as _ProgressBase
 
 __all__ = ["ConsoleProgress"]
 
@@ -61,7 +61,7 @@ def _outcome(row: dict[str, Any]) -> str:
     return f"acc {row['proxy_accuracy']:.4f} in {row['train_seconds']:.0f}s"
 
 
-class ConsoleProgress(_ProgressBase):
+class ConsoleProgress(Progress):
     """Live progress on stderr: a status bar sized to the terminal with the trials' results
     printed above it; whole lines when stderr is no terminal; nothing with ``quiet``.
 
@@ -138,8 +138,16 @@ class ConsoleProgress(_ProgressBase):
             before.line(line)
         self._show().update()
 
-    def trial_start(self, index: int, total: int, number: int, desc: str, kind: str) -> None:
-        job = self.tally.job_started(number, index, total, kind, self.clock())
+    def trial_start(
+        self,
+        index: int,
+        total: int,
+        number: int,
+        desc: str,
+        kind: str,
+        work: tuple[float, float] | None = None,
+    ) -> None:
+        job = self.tally.job_started(number, index, total, kind, self.clock(), work)
         job.head = self.head = f"{_label(job.kind, kind, index, total, number)}: {desc}"
         self.doing = f"#{number} {desc}" if kind == "trial" else f"{kind}: {desc}"
         self.training = ""

@@ -18,9 +18,12 @@ import textwrap
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from tqdm import tqdm
+
+if TYPE_CHECKING:
+    from .search.plan import Plan
 
 __all__ = [
     "DEFAULT_WIDTH",
@@ -28,6 +31,7 @@ __all__ = [
     "LiveDisplay",
     "NullDisplay",
     "PlainDisplay",
+    "Progress",
     "Status",
     "Tally",
     "close_live",
@@ -83,6 +87,24 @@ def wrap(text: str, width: int) -> list[str]:
     return lines
 
 
+class Progress:
+    """Receives a run's events; the CLI renders them. All methods are no-ops here."""
+
+    def start(self, plan: Plan, done: int) -> None: ...
+    def trial_start(
+        self,
+        index: int,
+        total: int,
+        number: int,
+        desc: str,
+        kind: str,
+        work: tuple[float, float] | None = None,  # see Tally.job_started
+    ) -> None: ...
+    def epoch(self, epoch: int, epochs: int, accuracy: float) -> None: ...
+    def trial_end(self, row: dict[str, Any], best: float | None, front: int) -> None: ...
+    def finish(self, plan: Plan, front: Any) -> None: ...
+
+
 # ---------------------------------------------------------------------------- figures
 def job_kind(kind: str) -> str:
     """What the driver's ``kind`` of a job is: ``trial`` (one of the N, also a calibration
@@ -103,6 +125,7 @@ class Job:
     total: int
     since: float
     head: str = ""
+    work: float = 1.0  # its size relative to the others (a calibration's reference is larger)
 
 
 def counts(row: dict[str, Any]) -> bool:
@@ -128,6 +151,8 @@ class Tally:
     best: float | None = None
     front: int = 0
     durations: list[float] = field(default_factory=list)
+    sizes: list[float] = field(default_factory=list)  # the work of each of ``durations``
+    work_left: float | None = None  # jobs of unequal size: the work not finished, this one's too
     running: dict[int, Job] = field(default_factory=dict)
     current: Job | None = None
 
@@ -135,9 +160,21 @@ class Tally:
         """The run starts (or resumes with ``done`` trials finished)."""
         self.started, self.total, self.timeout, self.done = now, total, timeout, done
 
-    def job_started(self, number: int, index: int, total: int, kind: str, now: float) -> Job:
-        """A job starts; ``index`` of ``total`` counts the running one (as the driver does)."""
-        job = Job(job_kind(kind), index, total, now)
+    def job_started(
+        self,
+        number: int,
+        index: int,
+        total: int,
+        kind: str,
+        now: float,
+        work: tuple[float, float] | None = None,
+    ) -> Job:
+        """A job starts; ``index`` of ``total`` counts the running one (as the driver does).
+        ``work``: jobs of unequal size give (this job's size, the size of every job not yet
+        finished, this one's included), in any unit; the time left is then timed per unit."""
+        job = Job(job_kind(kind), index, total, now, work=work[0] if work else 1.0)
+        if work is not None:
+            self.work_left = work[1]
         if job.kind == "trial":
             self.total, self.done = total, max(0, index - 1)
         elif job.kind == "baseline":
@@ -160,6 +197,9 @@ class Tally:
             return None
         if row.get("epochs"):
             self.durations.append(max(0.0, now - job.since))
+            self.sizes.append(job.work)
+        if self.work_left is not None:
+            self.work_left = max(0.0, self.work_left - job.work)
         if job.kind == "trial":
             self.done = job.index if counts(row) else max(0, job.index - 1)
         elif job.kind == "baseline":
@@ -173,16 +213,17 @@ class Tally:
 
     def left(self, now: float) -> float | None:
         """Seconds still to go: the mean training time times the trainings left (the trials
-        not yet finished and the baselines), less what the running one has done; capped by the
-        timeout. None when unknown (nothing trained yet) or while the finalists run."""
+        not yet finished and the baselines; for jobs of unequal size, the time per unit of work
+        times the work left), less what the running one has done; capped by the timeout. None when
+        unknown (nothing trained yet) or while the finalists run."""
         if self.over or self.finalists or not self.durations:
             return None
-        mean = sum(self.durations) / len(self.durations)
+        rate = sum(self.durations) / max(1e-9, sum(self.sizes))  # seconds per unit of work
         jobs = max(0, self.total - self.done) + self.baselines_left
-        left = mean * jobs
+        left = rate * (jobs if self.work_left is None else self.work_left)
         job = self.current
-        if jobs and job is not None and job.kind in ("trial", "baseline"):
-            left -= min(mean, max(0.0, now - job.since))
+        if left and job is not None and job.kind in ("trial", "baseline"):
+            left -= min(rate * job.work, max(0.0, now - job.since))
         if self.timeout:
             left = min(left, max(0.0, self.timeout - self.elapsed(now)))
         return max(0.0, left)

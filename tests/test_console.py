@@ -313,3 +313,23 @@ def test_version_is_the_one_in_pyproject() -> None:
 
     project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
     assert archsearch.__version__ == project["version"]
+
+
+def test_calibration_time_left_weighs_each_job_by_its_work() -> None:
+    """A reference training is 5x a proxy's work: after one proxy job of 10 s, a proxy and a
+    reference left take ~60 s (not 20 s, as counting jobs would say)."""
+    clock = Clock()
+    p = ConsoleProgress(quiet=True, clock=clock)
+    p.start(_plan(trials=3, title="calibrate"), 0)
+    p.trial_start(1, 3, 0, "lvt", "proxy seed 0", work=(1.0, 7.0))
+    clock.advance(10)
+    p.trial_end({k: v for k, v in _row(0).items() if k != "trial"}, None, 0)
+    assert _left(p) == "1m00s"
+    p.trial_start(2, 3, 1, "lvt", "proxy seed 1", work=(1.0, 6.0))
+    clock.advance(4)  # the running job's own share is taken off as it goes
+    assert _left(p) == "56s"
+    clock.advance(6)
+    p.trial_end({k: v for k, v in _row(1).items() if k != "trial"}, None, 0)
+    p.trial_start(3, 3, 2, "lvt", "reference seed 0", work=(5.0, 5.0))
+    clock.advance(20)
+    assert _left(p) == "30s"

@@ -21,6 +21,7 @@ from ..config import ArchConfig
 from ..cost.candidate import CostRecord, cost_candidate
 from ..models import reference_config
 from ..pareto import front as pareto_front
+from ..progress import Progress
 from ..records import TrialRecord, design_rows, trials_frame
 from ..rundir import write_atomic
 from ..train.candidate import GridRows, TrainOutcome
@@ -55,16 +56,6 @@ RESULT_ATTRS = (
 RUNNING = "running"
 #: Samples in a row that only repeat evaluated architectures before the space counts as exhausted.
 MAX_REPEATS = 25
-
-
-class Progress:
-    """Receives run events; the CLI renders them. All methods are no-ops here."""
-
-    def start(self, plan: Plan, done: int) -> None: ...
-    def trial_start(self, index: int, total: int, number: int, desc: str, kind: str) -> None: ...
-    def epoch(self, epoch: int, epochs: int, accuracy: float) -> None: ...
-    def trial_end(self, row: dict[str, Any], best: float | None, front: int) -> None: ...
-    def finish(self, plan: Plan, front: Any) -> None: ...
 
 
 @dataclass
