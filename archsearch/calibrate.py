@@ -442,7 +442,7 @@ def calibrate(
     else:
         execute_local(plan, progress, driver=make, study=study)
     df = pd.read_csv(plan.run.calibration)
-    paths: dict[str, Any] = {"csv": plan.run.calibration, **write_calibration(root, df)}
+    paths = {"csv": plan.run.calibration, **write_calibration(root, df, run_dir is None)}
     if run_dir is not None:
         from .report import write_report
 

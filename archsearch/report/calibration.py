@@ -353,10 +353,12 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def write_calibration(run_dir: Path, df: pd.DataFrame) -> dict[str, Path]:
-    """Analyse ``df``; write ``calibration.json`` and ``calibration.png`` into ``run_dir``.
+def write_calibration(run_dir: Path, df: pd.DataFrame, page: bool = False) -> dict[str, Path]:
+    """Analyse ``df``; write ``calibration.json`` and ``calibration.png`` into ``run_dir``, and
+    with ``page`` ``calibration.html`` (a calibration of sampled designs: no run report holds it).
 
-    Returns ``{"json": Path, "png": Path}``; raises :class:`ArchsearchError` as :func:`analyse`.
+    Returns ``{"json": Path, "png": Path}`` (and ``"html"``); raises :class:`ArchsearchError` as
+    :func:`analyse`.
     """
     out = Path(run_dir)
     analysis = analyse(df)
@@ -364,4 +366,10 @@ def write_calibration(run_dir: Path, df: pd.DataFrame) -> dict[str, Path]:
     paths = {"json": out / "calibration.json", "png": out / "calibration.png"}
     write_atomic(paths["png"], scatter_png(df, analysis))
     write_atomic(paths["json"], text.encode())
+    if page:
+        from .calibration_html import html_page
+
+        paths["html"] = out / "calibration.html"
+        html = html_page(analysis, out.resolve().name, paths["png"].name)
+        write_atomic(paths["html"], html.encode("utf-8"))
     return paths

@@ -10,7 +10,7 @@ from typing import Any
 
 from .plots import short_count
 
-__all__ = ["PROXY", "REFERENCE", "html_section"]
+__all__ = ["PROXY", "REFERENCE", "html_page", "html_section"]
 
 #: The two tiers of a calibration (the ``tier`` column of calibration.csv).
 PROXY, REFERENCE = "proxy", "reference"
@@ -130,4 +130,19 @@ def html_section(analysis: dict[str, Any], img_src: str) -> str:
         'reference accuracy, one point per design"><figcaption>Proxy (mean over seeds) against '
         f"reference accuracy; bars are {pct}% intervals, grey dots single seeds, numbers "
         "reference ranks.</figcaption></figure></section>"
+    )
+
+
+def html_page(analysis: dict[str, Any], name: str, img_src: str) -> str:
+    """A calibration of sampled designs (no run, so no report.html) as a page of its own."""
+    import time
+
+    from .page import _CSS
+
+    title = html.escape(f"archsearch calibration: {name}")
+    when = html.escape(time.strftime("%Y-%m-%d %H:%M:%S"))
+    return (
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{title}</title>"
+        f"<style>{_CSS}</style></head><body><h1>{title}</h1>"
+        f"<p class='small'>Generated {when}.</p>{html_section(analysis, img_src)}</body></html>\n"
     )
