@@ -76,7 +76,11 @@ def html_section(analysis: dict[str, Any], img_src: str) -> str:
         if name == "proxy_mean" and c["seeds"] > 1:
             label = f"proxy, mean of {c['seeds']} seeds"
         tau, rho = est(st["tau"], st["tau_ci"]), est(st["rho"], st["rho_ci"])
-        rank_rows.append((label, tau, rho, f"{st['top_k']}/{k}"))
+        if name == "proxy_one_seed" and c["seeds"] > 1:
+            label = f"proxy, one seed (mean over {c['seeds']} seeds)"
+        top = st["top_k"]
+        top = f"{top:.0f}" if float(top).is_integer() else f"{top:.1f}"
+        rank_rows.append((label, tau, rho, f"{top}/{k}"))
     s = a["seed_to_seed"]
     if s.get("pairs"):
         pairs = f"{s['pairs']} pair{'s' if s['pairs'] > 1 else ''}"
