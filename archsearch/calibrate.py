@@ -28,7 +28,7 @@ from .config import ArchConfig
 from .cost.candidate import cost_candidate
 from .errors import ArchsearchError, ConfigError
 from .records import read_trials, trained
-from .report.calibration import COLUMNS, write_calibration
+from .report.calibration import COLUMNS, OPTIONAL, write_calibration
 from .rundir import RunDir, write_atomic
 from .search import study as st
 from .search.driver import Candidate, Progress, StudyDriver
@@ -41,13 +41,12 @@ __all__ = ["Job", "CalibrationDriver", "CALIBRATION_COLUMNS", "pick_designs", "s
 log = get_logger("calibrate")
 
 JOURNAL = "calibration.journal"
-#: Reference seed ``s`` trains with seed offset ``REFERENCE_SEED_OFFSET + s``, so a reference
-#: run shares neither initial weights nor batch order with any proxy seed (which would tie the
-#: two tiers together beyond the design itself). Calibrations made before this offset existed
-#: trained their reference seed 0 with offset 0; their rows are kept as they are.
+#: Reference seed ``s`` trains with seed offset ``REFERENCE_SEED_OFFSET + s``: it shares no
+#: initial weights or batch order with a proxy seed (that would tie the tiers beyond the design).
+#: Calibrations made before this offset trained reference seed 0 with offset 0; kept as they are.
 REFERENCE_SEED_OFFSET = 1000
-#: Columns of calibration.csv, one row per training run.
-CALIBRATION_COLUMNS = list(COLUMNS)
+#: Columns of calibration.csv, one row per training run (``family`` optional when read).
+CALIBRATION_COLUMNS = [*COLUMNS, *OPTIONAL]
 
 
 @dataclass(frozen=True)
@@ -219,6 +218,7 @@ class CalibrationDriver(StudyDriver):
                     "macs": a.get("macs"),
                     "train_seconds": a.get("train_seconds"),
                     "images_x_epochs": images_x_epochs(job.schedule, train_images),
+                    "family": job.config.macro,
                 }
             )
         df = pd.DataFrame(rows, columns=CALIBRATION_COLUMNS)
@@ -298,8 +298,8 @@ def _reuse_calibration_csv(plan: Plan, study: optuna.Study, jobs: list[Job]) -> 
         table = pd.read_csv(path)
     except (OSError, ValueError, pd.errors.ParserError) as e:
         raise ArchsearchError(f"{path}: expected a calibration.csv, got {e}") from None
-    if not set(CALIBRATION_COLUMNS) <= set(table.columns):
-        missing = sorted(set(CALIBRATION_COLUMNS) - set(table.columns))
+    if not set(COLUMNS) <= set(table.columns):
+        missing = sorted(set(COLUMNS) - set(table.columns))
         raise ArchsearchError(f"{path}: expected the columns of calibration.csv, missing {missing}")
     done, by_key = _finished_keys(study), {j.key: j for j in jobs}
     added = 0

@@ -90,6 +90,7 @@ def test_space_calibration_samples_feasible_designs(tmp_path: Path) -> None:
     )  # fmt: skip
     df = pd.read_csv(result["csv"])
     assert len(df) == 9 and (df.params <= 100_000).all()
+    assert set(df.family) <= {"hierarchical", "columnar"}
     # no run, so no report.html: the calibration is a page of its own, its plot beside it
     page = result["html"].read_text()
     assert result["html"] == tmp_path / "cal" / "calibration.html"

@@ -241,3 +241,23 @@ def test_one_seed_is_the_expected_tau_of_a_single_proxy_run() -> None:
     assert list(a["rank"]) == ["proxy_mean", "proxy_one_seed", "params", "macs"]
     html = html_section(a, "x.png")
     assert "proxy, one seed (mean over 3 seeds)" in html
+
+
+def test_a_family_the_proxy_underrates_is_named() -> None:
+    """Columnar designs gain 0.15 more from longer training than hierarchical ones: the
+    verdict says the proxy underrates them, and ranks within each family are given."""
+    df = _frame(designs=10)
+    idx = df["design"].map(lambda d: int(d, 16))
+    df["family"] = np.where(idx % 2 == 0, "columnar", "hierarchical")
+    df.loc[(df["family"] == "columnar") & (df["tier"] == "reference"), "accuracy"] += 0.05
+    df.loc[(df["family"] == "columnar") & (df["tier"] == "proxy"), "accuracy"] -= 0.10
+    a = analyse(df, n_boot=200)
+    fam = a["families"]
+    assert set(fam) == {"columnar", "hierarchical"} and fam["columnar"]["designs"] == 5
+    assert fam["columnar"]["gain"] == pytest.approx(fam["hierarchical"]["gain"] + 0.15)
+    assert fam["hierarchical"]["tau"] == pytest.approx(1.0)
+    assert "underrates columnar designs against hierarchical ones" in a["verdict"]
+    assert "By family" in html_section(a, "x.png")
+    # a table written before the family column: no breakdown, nothing claimed
+    plain = analyse(_frame(designs=10), n_boot=100)
+    assert plain["families"] == {} and "family" not in plain["verdict"]

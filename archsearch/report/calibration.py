@@ -27,13 +27,16 @@ from ..rundir import write_atomic
 from .calibration_html import PROXY, REFERENCE, _ci, _num, html_section
 from .plots import _figure, _png, short_count
 
-__all__ = ["COLUMNS", "analyse", "scatter_png", "html_section", "write_calibration"]
+__all__ = ["COLUMNS", "OPTIONAL", "analyse", "scatter_png", "html_section", "write_calibration"]
 
 #: The columns of ``calibration.csv``, one row per training run.
 COLUMNS = (
     *("design", "label", "tier", "seed", "accuracy", "val_images"),
     *("params", "macs", "train_seconds", "images_x_epochs"),
 )
+#: Optional columns: ``family`` (a design's macro, hierarchical or columnar; tables written
+#: before it existed lack it, and then no family breakdown is given).
+OPTIONAL = ("family",)
 LEVEL, N_BOOT, TOP_K = 0.95, 2000, 5
 _POINTS, _BARS, _SEEDS = "#4c72b0", "#4c72b080", "#8c8c8c"  # bars: translucent
 _PREDICTORS = {
@@ -51,6 +54,7 @@ def _check_frame(df: pd.DataFrame) -> pd.DataFrame:
             f"calibration.csv: expected columns {', '.join(COLUMNS)}; missing {', '.join(missing)}"
         )
     frame = df.loc[:, list(COLUMNS)].copy()
+    frame["family"] = df["family"].astype(str) if "family" in df.columns else ""
     frame["design"] = frame["design"].astype(str)
     frame["label"] = frame["label"].fillna("").astype(str)
     frame["tier"] = frame["tier"].astype(str).str.strip().str.lower()
@@ -72,9 +76,11 @@ def _design_row(p: pd.DataFrame, r: pd.DataFrame, level: float) -> dict[str, Any
     p_ci = stats.mean_interval(accs, level, se=p_se)
     r_ci = stats.mean_interval(r_accs, level, se=r_se)  # one run: the validation interval
     both = pd.concat([p, r])
+    family = [f for f in both["family"] if f and f != "nan"]
     return {
         "design": str(p["design"].iloc[0]),
         "label": str(both["label"].iloc[0]),
+        "family": family[0] if family else "",
         "proxy_mean": p_mean,
         "proxy_ci": [float(v) for v in np.clip(p_ci, 0.0, 1.0)],
         "proxy_seeds": len(accs),
@@ -114,6 +120,30 @@ def _one_seed(mat: np.ndarray, ref: np.ndarray, k: int, boot: dict[str, Any]) ->
         "rho_ci": list(stats.bootstrap_ci(rho, mat, ref, **boot)),
         "top_k": float(np.mean(overlap)),
     }
+
+
+def _by_family(rows: Sequence[dict[str, Any]], level: float, boot: dict[str, Any]) -> dict:
+    """Per family with 2+ designs: what longer training adds over the proxy's mean (``gain``:
+    reference minus proxy, mean and t interval over the family's designs; a family the proxy
+    underrates gains more) and the proxy's tau within the family (3+ designs)."""
+    out = {}
+    for fam in sorted({r["family"] for r in rows if r["family"]}):
+        mine = [r for r in rows if r["family"] == fam]
+        if len(mine) < 2:
+            continue
+        pm = np.array([r["proxy_mean"] for r in mine])
+        rr = np.array([r["reference"] for r in mine])
+        gain = rr - pm
+        tau = stats.kendall_tau_b(pm, rr) if len(mine) >= 3 else math.nan
+        ci = stats.bootstrap_ci(stats.kendall_tau_b, pm, rr, **boot) if len(mine) >= 3 else None
+        out[fam] = {
+            "designs": len(mine),
+            "gain": float(gain.mean()),
+            "gain_ci": list(stats.mean_interval(gain, level)),
+            "tau": tau,
+            "tau_ci": list(ci) if ci else [math.nan, math.nan],
+        }
+    return out
 
 
 def _mean_pair_tau(acc: np.ndarray) -> float:
@@ -264,6 +294,7 @@ def analyse(
         "reference": reference_noise,
         "top_k": {"k": k, "overlap": rank["proxy_mean"]["top_k"]},
         "versus": versus,
+        "families": _by_family(per_design, level, boot),
         "per_design": sorted(per_design, key=lambda x: (x["reference_rank"], x["design"])),
     }
     analysis["verdict"] = _verdict(analysis)
@@ -297,6 +328,7 @@ def _verdict(a: dict[str, Any]) -> str:
         text += (
             f" Two proxy seeds agree with each other to tau {_num(s['tau'])} {_ci(s['tau_ci'])}."
         )
+    text += _family_sentence(a.get("families") or {})
     ref = a.get("reference") or {}
     if ref.get("ceiling") is not None and math.isfinite(ref["ceiling"]):
         text += (
@@ -306,6 +338,26 @@ def _verdict(a: dict[str, Any]) -> str:
     else:
         text += " The reference was trained once per design, so its own noise is not measured."
     return text
+
+
+def _family_sentence(fams: dict[str, Any]) -> str:
+    """Whether the proxy favours a family: their gains from longer training, compared by their
+    intervals; the proxy's tau within each family."""
+    if len(fams) < 2:
+        return ""
+    (a, fa), (b, fb) = sorted(fams.items(), key=lambda kv: -kv[1]["gain"])[:2]
+    gains = " and ".join(
+        f"{_num(f['gain'], 3, sign=True)} {_ci(f['gain_ci'], 3, sign=True)} for {n} designs"
+        for n, f in ((a, fa), (b, fb))
+    )
+    if stats.compare(fa["gain_ci"], fb["gain_ci"]) == "better":
+        text = f" The proxy underrates {a} designs against {b} ones: longer training adds {gains}"
+        text += ", so compare across families with care"
+    else:
+        text = f" Longer training adds {gains} (no family is favoured at this number of designs)"
+    within = [f"{n} {_num(f['tau'])} {_ci(f['tau_ci'])}" for n, f in fams.items()]
+    within = [w for w, f in zip(within, fams.values()) if math.isfinite(f["tau"])]
+    return text + (f"; within a family the proxy's tau is {', '.join(within)}." if within else ".")
 
 
 # ------------------------------------------------------------------------------------ figure

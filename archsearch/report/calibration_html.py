@@ -122,13 +122,19 @@ def html_section(analysis: dict[str, Any], img_src: str) -> str:
         )
         rank = f"{r['reference_rank']:g}"
         design_rows.append((rank, r["design"], r["label"], *proxy, ref, *sizes))
+    fam_rows = [
+        (name, f["designs"], est(f["gain"], f["gain_ci"], 3, sign=True), est(f["tau"], f["tau_ci"]))
+        for name, f in (a.get("families") or {}).items()
+    ]
+    fam_head = ["family", "designs", f"reference minus proxy [{pct}%]", f"tau within [{pct}%]"]
+    fam = f"<h3>By family</h3>{_table(fam_head, fam_rows)}" if len(fam_rows) > 1 else ""
     rank_head = ["ranking by", f"Kendall tau-b [{pct}%]", f"Spearman rho [{pct}%]", f"top-{k}"]
     design_head = ["#", "design", "label", f"proxy accuracy [{pct}%]", "seeds", "proxy rank"]
     design_head += [f"reference accuracy [{pct}%]", "params", "MACs"]
     return (
         '<section id="calibration"><h2>Proxy calibration</h2>'
         f"<p>{_esc(_intro(pct, k))}</p><p><strong>{_esc(a['verdict'])}</strong></p>"
-        f"{_table(rank_head, rank_rows)}{_table(('quantity', 'value'), facts)}"
+        f"{_table(rank_head, rank_rows)}{_table(('quantity', 'value'), facts)}{fam}"
         f"<h3>Designs (best reference accuracy first)</h3>{_table(design_head, design_rows)}"
         f'<figure><img src="{html.escape(img_src, quote=True)}" alt="proxy accuracy against '
         'reference accuracy, one point per design"><figcaption>Proxy (mean over seeds) against '
