@@ -16,9 +16,9 @@ from archsearch.report.calibration import (
     COLUMNS,
     analyse,
     html_section,
-    scatter_png,
     write_calibration,
 )
+from archsearch.report.calibration_plot import scatter_png
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -172,7 +172,7 @@ def test_html_section_from_json(faithful: dict, tmp_path: Path) -> None:
 
 
 def test_scatter_png(faithful: dict) -> None:
-    png = scatter_png(_frame(), faithful)
+    png = scatter_png(faithful)
     assert png.startswith(PNG_SIGNATURE)
     width, height = struct.unpack(">II", png[16:24])
     assert width >= 1200 and height > 400

@@ -5,9 +5,10 @@ with several seeds and once at a longer *reference* tier: one row per run in ``c
 (:data:`COLUMNS`). :func:`analyse` turns the runs into a noise floor, rank agreement (Kendall's
 tau-b, Spearman's rho, top-k overlap, each with a bootstrap interval over designs), the same for
 the trivial predictors params and MACs (taken as given: a positive tau means larger models rank
-higher) and a verdict; :func:`scatter_png`, :func:`html_section` and :func:`write_calibration`
-present it. The proxy beats a trivial predictor only when the bootstrap interval of the paired
-difference of their taus lies above 0 (:func:`archsearch.stats.compare` against ``(0, 0)``).
+higher) and a verdict; :func:`html_section`, :func:`write_calibration` and
+:func:`archsearch.report.calibration_plot.scatter_png` present it. The proxy beats a trivial
+predictor only when the bootstrap interval of the paired difference of their taus lies above 0
+(:func:`archsearch.stats.compare` against ``(0, 0)``).
 """
 
 from __future__ import annotations
@@ -25,9 +26,8 @@ from .. import stats
 from ..errors import ArchsearchError
 from ..rundir import write_atomic
 from .calibration_html import PROXY, REFERENCE, _ci, _num, html_section
-from .plots import _figure, _png, short_count
 
-__all__ = ["COLUMNS", "OPTIONAL", "analyse", "scatter_png", "html_section", "write_calibration"]
+__all__ = ["COLUMNS", "OPTIONAL", "analyse", "html_section", "write_calibration"]
 
 #: The columns of ``calibration.csv``, one row per training run.
 COLUMNS = (
@@ -38,7 +38,6 @@ COLUMNS = (
 #: before it existed lack it, and then no family breakdown is given).
 OPTIONAL = ("family",)
 LEVEL, N_BOOT, TOP_K = 0.95, 2000, 5
-_POINTS, _BARS, _SEEDS = "#4c72b0", "#4c72b080", "#8c8c8c"  # bars: translucent
 _PREDICTORS = {
     "proxy_mean": "proxy, mean of the seeds",
     "params": "params (larger ranks higher)",
@@ -85,6 +84,7 @@ def _design_row(p: pd.DataFrame, r: pd.DataFrame, level: float) -> dict[str, Any
         "proxy_ci": [float(v) for v in np.clip(p_ci, 0.0, 1.0)],
         "proxy_seeds": len(accs),
         "proxy_std": float(accs.std(ddof=1)) if len(accs) > 1 else math.nan,
+        "proxy_accuracies": [float(v) for v in accs],  # by seed
         "reference": r_acc,
         "reference_ci": [float(v) for v in np.clip(r_ci, 0.0, 1.0)],
         "reference_runs": len(r_accs),
@@ -360,59 +360,6 @@ def _family_sentence(fams: dict[str, Any]) -> str:
     return text + (f"; within a family the proxy's tau is {', '.join(within)}." if within else ".")
 
 
-# ------------------------------------------------------------------------------------ figure
-def scatter_png(df: pd.DataFrame, analysis: dict[str, Any]) -> bytes:
-    """Proxy seed-mean accuracy (x) against reference accuracy (y), one point per design.
-
-    Horizontal bars are the proxy's t interval over seeds, vertical bars the reference's
-    validation interval; grey dots are the single proxy seeds; numbers are reference ranks (as
-    in :func:`html_section`'s table). The axes frame the points, so the wide t interval of two
-    or three seeds may run off the frame. 1210 x 770 px.
-    """
-    rows, c = analysis["per_design"], analysis["counts"]
-    x = np.array([r["proxy_mean"] for r in rows])
-    y = np.array([r["reference"] for r in rows])
-
-    def err(center: np.ndarray, key: str) -> np.ndarray:
-        lo, hi = np.array([r[key] for r in rows], dtype=float).T
-        return np.nan_to_num(np.vstack([center - lo, hi - center]), nan=0.0).clip(min=0.0)
-
-    frame = _check_frame(df)
-    ref_of = dict(zip([r["design"] for r in rows], y))
-    seeds = frame[(frame["tier"] == PROXY) & frame["accuracy"].notna()]
-    seeds = seeds[seeds["design"].isin(ref_of)]
-    fig = _figure(11.0, 7.0)
-    ax = fig.add_subplot()
-    sx, sy = seeds["accuracy"].to_numpy(float), seeds["design"].map(ref_of).to_numpy(float)
-    ax.scatter(sx, sy, s=12, color=_SEEDS, alpha=0.6, zorder=2, label="single proxy seeds")
-    xerr, yerr = err(x, "proxy_ci"), err(y, "reference_ci")
-    style: dict[str, Any] = {"fmt": "o", "ms": 6, "color": _POINTS, "ecolor": _BARS, "capsize": 2}
-    ax.errorbar(x, y, xerr=xerr, yerr=yerr, label="designs (proxy: mean of seeds)", **style)
-    offset: dict[str, Any] = {"xytext": (4, 4), "textcoords": "offset points", "fontsize": 8}
-    for r, px, py in zip(rows, x, y):
-        ax.annotate(f"{r['reference_rank']:g}", (px, py), **offset)
-    seeds_txt = f"mean of {c['seeds']} seeds" if c["seeds"] > 1 else "1 seed"
-    ixe = [c[f"{t}_images_x_epochs"] for t in (PROXY, REFERENCE)]
-    ixe_txt = [f", {short_count(v)} images x epochs" if v else "" for v in ixe]
-    pct = round(100 * analysis["level"])
-    ax.set_xlabel(f"proxy accuracy ({seeds_txt}{ixe_txt[0]}; bars: {pct}% t interval over seeds)")
-    ax.set_ylabel(f"reference accuracy ({ixe_txt[1][2:]}; bars: {pct}% validation interval)")
-    tau = analysis["rank"]["proxy_mean"]
-    ax.set_title(
-        f"Proxy vs reference, {c['designs']} designs: Kendall tau-b {_num(tau['tau'])} "
-        f"{_ci(tau['tau_ci'])}, Spearman rho {_num(tau['rho'])} (numbers: reference rank)",
-        fontsize=10,
-    )
-    # Frame the points (means and single seeds); a few-seed t interval may run off the frame.
-    for lim, v in ((ax.set_xlim, [x, sx]), (ax.set_ylim, [y - yerr[0], y + yerr[1]])):
-        lo, hi = float(np.nanmin(np.concatenate(v))), float(np.nanmax(np.concatenate(v)))
-        pad = max(0.08 * (hi - lo), 0.005)
-        lim(lo - pad, hi + pad)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    return _png(fig)
-
-
 # ------------------------------------------------------------------------------------ files
 def _jsonable(value: Any) -> Any:
     """``nan``/``inf`` become ``None``; numpy scalars become Python numbers."""
@@ -438,7 +385,9 @@ def write_calibration(run_dir: Path, df: pd.DataFrame, page: bool = False) -> di
     analysis = analyse(df)
     text = json.dumps(_jsonable(analysis), indent=1, allow_nan=False) + "\n"
     paths = {"json": out / "calibration.json", "png": out / "calibration.png"}
-    write_atomic(paths["png"], scatter_png(df, analysis))
+    from .calibration_plot import scatter_png
+
+    write_atomic(paths["png"], scatter_png(analysis))
     write_atomic(paths["json"], text.encode())
     if page:
         from .calibration_html import html_page

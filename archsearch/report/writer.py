@@ -135,7 +135,8 @@ def _calibration_section(out: Path, notes: list[str]) -> str:
     import pandas as pd
 
     from ..errors import ArchsearchError
-    from .calibration import analyse, html_section, scatter_png
+    from .calibration import analyse, html_section
+    from .calibration_plot import scatter_png
 
     df = pd.read_csv(out / "calibration.csv")
     try:
@@ -143,7 +144,7 @@ def _calibration_section(out: Path, notes: list[str]) -> str:
     except ArchsearchError as e:
         notes.append(f"Calibration not shown yet: {e}")
         return ""
-    src = "data:image/png;base64," + base64.b64encode(scatter_png(df, analysis)).decode()
+    src = "data:image/png;base64," + base64.b64encode(scatter_png(analysis)).decode()
     return html_section(analysis, src)
 
 
