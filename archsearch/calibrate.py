@@ -426,9 +426,7 @@ def calibrate(
     st.recover_interrupted(study, requeue=False)
     reused = _reuse_calibration_csv(plan, study, jobs)
     if reused:
-        log.info(
-            "calibration: %d runs taken from %s (no journal entry)", reused, plan.run.calibration
-        )
+        log.info("calibration: %d runs reused from %s", reused, plan.run.calibration)
     if run_dir is not None:
         _reuse_run_trainings(plan, study, jobs)
 
@@ -442,7 +440,8 @@ def calibrate(
     else:
         execute_local(plan, progress, driver=make, study=study)
     df = pd.read_csv(plan.run.calibration)
-    paths = {"csv": plan.run.calibration, **write_calibration(root, df, run_dir is None)}
+    about = f"space {plan.space.name}, budget {plan.budget}, proxy {plan.schedule.img_size} px"
+    paths = {"csv": plan.run.calibration, **write_calibration(root, df, None if run_dir else about)}
     if run_dir is not None:
         from .report import write_report
 

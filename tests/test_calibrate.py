@@ -95,6 +95,7 @@ def test_space_calibration_samples_feasible_designs(tmp_path: Path) -> None:
     page = result["html"].read_text()
     assert result["html"] == tmp_path / "cal" / "calibration.html"
     assert "Kendall" in page and "src='calibration.png'" in page.replace('"', "'")
+    assert "space tiny, budget 100K-params" in page
     assert (tmp_path / "cal" / "calibration.png").is_file()
 
 

@@ -374,9 +374,10 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def write_calibration(run_dir: Path, df: pd.DataFrame, page: bool = False) -> dict[str, Path]:
+def write_calibration(run_dir: Path, df: pd.DataFrame, page: str | None = None) -> dict[str, Path]:
     """Analyse ``df``; write ``calibration.json`` and ``calibration.png`` into ``run_dir``, and
-    with ``page`` ``calibration.html`` (a calibration of sampled designs: no run report holds it).
+    with ``page`` (what was calibrated) ``calibration.html``, for a calibration of sampled
+    designs, which no run report holds.
 
     Returns ``{"json": Path, "png": Path}`` (and ``"html"``); raises :class:`ArchsearchError` as
     :func:`analyse`.
@@ -389,10 +390,10 @@ def write_calibration(run_dir: Path, df: pd.DataFrame, page: bool = False) -> di
 
     write_atomic(paths["png"], scatter_png(analysis))
     write_atomic(paths["json"], text.encode())
-    if page:
+    if page is not None:
         from .calibration_html import html_page
 
         paths["html"] = out / "calibration.html"
-        html = html_page(analysis, out.resolve().name, paths["png"].name)
+        html = html_page(analysis, out.resolve().name, paths["png"].name, page)
         write_atomic(paths["html"], html.encode("utf-8"))
     return paths

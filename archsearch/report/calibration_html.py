@@ -143,8 +143,9 @@ def html_section(analysis: dict[str, Any], img_src: str) -> str:
     )
 
 
-def html_page(analysis: dict[str, Any], name: str, img_src: str) -> str:
-    """A calibration of sampled designs (no run, so no report.html) as a page of its own."""
+def html_page(analysis: dict[str, Any], name: str, img_src: str, about: str = "") -> str:
+    """A calibration of sampled designs (no run, so no report.html) as a page of its own;
+    ``about`` says what was calibrated (space, budget, proxy)."""
     import time
 
     from .page import _CSS
@@ -154,5 +155,6 @@ def html_page(analysis: dict[str, Any], name: str, img_src: str) -> str:
     return (
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{title}</title>"
         f"<style>{_CSS}</style></head><body><h1>{title}</h1>"
-        f"<p class='small'>Generated {when}.</p>{html_section(analysis, img_src)}</body></html>\n"
+        f"<p>{_esc(about)}</p><p class='small'>Generated {when}.</p>"
+        f"{html_section(analysis, img_src)}</body></html>\n"
     )
