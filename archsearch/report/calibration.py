@@ -134,15 +134,16 @@ def _by_family(rows: Sequence[dict[str, Any]], level: float, boot: dict[str, Any
         pm = np.array([r["proxy_mean"] for r in mine])
         rr = np.array([r["reference"] for r in mine])
         gain = rr - pm
-        tau = stats.kendall_tau_b(pm, rr) if len(mine) >= 3 else math.nan
-        ci = stats.bootstrap_ci(stats.kendall_tau_b, pm, rr, **boot) if len(mine) >= 3 else None
         out[fam] = {
             "designs": len(mine),
             "gain": float(gain.mean()),
             "gain_ci": list(stats.mean_interval(gain, level)),
-            "tau": tau,
-            "tau_ci": list(ci) if ci else [math.nan, math.nan],
+            "tau": math.nan,
+            "tau_ci": [math.nan, math.nan],
         }
+        if len(mine) >= 3:
+            out[fam]["tau"] = stats.kendall_tau_b(pm, rr)
+            out[fam]["tau_ci"] = list(stats.bootstrap_ci(stats.kendall_tau_b, pm, rr, **boot))
     return out
 
 
@@ -251,10 +252,8 @@ def analyse(
     by_seed = [by_proxy[d].groupby("seed")["accuracy"].mean() for d in both]
     mat = np.array([(g.loc[common] if common else g.iloc[:1]).to_numpy(float) for g in by_seed])
     label = "proxy, one seed (mean over the seeds)" if mat.shape[1] > 1 else "proxy, one seed"
-    rank = {"proxy_mean": rank.pop("proxy_mean")} | {
-        "proxy_one_seed": {"label": label, **_one_seed(mat, rr, k, boot)},
-        **rank,
-    }
+    one = {"label": label, **_one_seed(mat, rr, k, boot)}
+    rank = {"proxy_mean": rank.pop("proxy_mean"), "proxy_one_seed": one, **rank}
     s2s: dict[str, Any] = {"tau": math.nan, "tau_ci": [math.nan, math.nan]}
     if len(common) >= 2:
         ci = stats.bootstrap_ci(_mean_pair_tau, mat, **boot)
